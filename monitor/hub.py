@@ -12,9 +12,10 @@ server's event loop. Nothing here blocks.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import deque
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from monitor.wire import DataMessage, Hello
 
@@ -31,9 +32,7 @@ class Subscription:
     message discarded to keep that bound; after ``close`` it receives nothing.
     """
 
-    def __init__(
-        self, hub: Hub, on_ready: Callable[[], None], runs: Iterable[str] | None, capacity: int
-    ) -> None:
+    def __init__(self, hub: Hub, on_ready: Callable[[], None], runs: Iterable[str] | None, capacity: int) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be at least 1, got {capacity}")
         self._hub = hub
@@ -124,7 +123,5 @@ class Hub:
         return len(self._subscriptions)
 
     def _remove(self, subscription: Subscription) -> None:
-        try:
+        with contextlib.suppress(ValueError):
             self._subscriptions.remove(subscription)
-        except ValueError:
-            pass

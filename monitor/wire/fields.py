@@ -7,8 +7,10 @@ that names the frame kind, the field and the bad value.
 
 from __future__ import annotations
 
+import math
 import re
-from typing import Any, Literal, Sequence, TypeVar
+from collections.abc import Sequence
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 
@@ -72,7 +74,7 @@ class FieldReader:
     def number(self, key: str, default: Any = _MISSING) -> float:
         """A finite number field."""
         value = self._get(key, default)
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or value != value:
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value):
             raise self.fail("bad_field", f"{key!r} must be a number, got {value!r:.80}")
         return float(value)
 
@@ -121,7 +123,10 @@ class FieldReader:
         if array.dtype.kind not in _KINDS[kind]:
             raise self.fail("bad_dtype", f"array {key!r} must be {kind}, got dtype {array.dtype}")
         if array.ndim not in ndim:
-            raise self.fail("bad_shape", f"array {key!r} must have {' or '.join(map(str, ndim))} dimensions, got shape {list(array.shape)}")
+            raise self.fail(
+                "bad_shape",
+                f"array {key!r} must have {' or '.join(map(str, ndim))} dimensions, got shape {list(array.shape)}",
+            )
         canonical = _CANONICAL.get(kind)
         return array.astype(canonical, copy=False) if canonical is not None else array
 

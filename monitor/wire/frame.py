@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -117,7 +118,9 @@ def _checked_for_pack(name: str, array: np.ndarray[Any, Any], run: str | None, s
     if data.dtype.byteorder == ">":
         data = data.astype(data.dtype.newbyteorder("<"))
     if data.dtype not in ALLOWED_DTYPES:
-        raise ProtocolError("bad_dtype", f"array {name!r} has dtype {data.dtype}, not one of the allowed dtypes", run=run, seq=seq)
+        raise ProtocolError(
+            "bad_dtype", f"array {name!r} has dtype {data.dtype}, not one of the allowed dtypes", run=run, seq=seq
+        )
     if data.size > MAX_ARRAY_ELEMENTS:
         raise ProtocolError(
             "too_many_elements",
@@ -186,11 +189,11 @@ def _envelope(header: dict[str, Any]) -> tuple[str, str | None, int]:
     return kind, run, seq
 
 
-def _read_arrays(
-    descriptors: Any, body: memoryview, run: str | None, seq: int
-) -> dict[str, np.ndarray[Any, Any]]:
+def _read_arrays(descriptors: Any, body: memoryview, run: str | None, seq: int) -> dict[str, np.ndarray[Any, Any]]:
     if not isinstance(descriptors, list) or len(descriptors) > MAX_ARRAYS:
-        raise ProtocolError("bad_header", f"'arrays' must be a list of at most {MAX_ARRAYS} descriptors", run=run, seq=seq)
+        raise ProtocolError(
+            "bad_header", f"'arrays' must be a list of at most {MAX_ARRAYS} descriptors", run=run, seq=seq
+        )
     arrays: dict[str, np.ndarray[Any, Any]] = {}
     for desc in descriptors:
         name, array = _read_array(desc, body, run, seq)
@@ -220,7 +223,8 @@ def _read_array(desc: Any, body: memoryview, run: str | None, seq: int) -> tuple
     if count * dtype.itemsize != nbytes:
         raise ProtocolError(
             "bad_shape",
-            f"array {name!r}: shape {list(shape)} of {dtype} needs {count * dtype.itemsize} bytes, frame declares {nbytes}",
+            f"array {name!r}: shape {list(shape)} of {dtype} needs {count * dtype.itemsize} bytes, "
+            f"frame declares {nbytes}",
             run=run,
             seq=seq,
         )
@@ -228,7 +232,7 @@ def _read_array(desc: Any, body: memoryview, run: str | None, seq: int) -> tuple
     return name, array
 
 
-def _is_count(value: Any) -> bool:
+def _is_count(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
@@ -249,7 +253,9 @@ def _dtype(name: str, spec: Any, run: str | None, seq: int) -> np.dtype[Any]:
 
 def _shape(name: str, spec: Any, run: str | None, seq: int) -> tuple[int, ...]:
     if not isinstance(spec, list) or len(spec) > 4 or not all(_is_count(d) for d in spec):
-        raise ProtocolError("bad_shape", f"array {name!r} has shape {spec!r:.60}; need a list of at most 4 sizes", run=run, seq=seq)
+        raise ProtocolError(
+            "bad_shape", f"array {name!r} has shape {spec!r:.60}; need a list of at most 4 sizes", run=run, seq=seq
+        )
     count = 1
     for size in spec:
         count *= size

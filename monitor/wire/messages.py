@@ -54,10 +54,16 @@ class Hello:
 
     def wire_fields(self) -> dict[str, Any]:
         return {
-            "stream": self.stream, "name": self.name, "project": self.project, "config": self.config,
-            "host": self.host, "framework": self.framework, "rank": self.rank,
-            "world_size": self.world_size, "protocol": self.protocol,
-        }  # fmt: skip
+            "stream": self.stream,
+            "name": self.name,
+            "project": self.project,
+            "config": self.config,
+            "host": self.host,
+            "framework": self.framework,
+            "rank": self.rank,
+            "world_size": self.world_size,
+            "protocol": self.protocol,
+        }
 
     def wire_arrays(self) -> dict[str, Array]:
         return _NO_ARRAYS
@@ -69,11 +75,17 @@ class Hello:
             raise r.fail("bad_version", f"protocol {protocol} is not supported; this server speaks {PROTOCOL_VERSION}")
         world = r.integer("world_size", 1, low=1, high=1_000_000)
         return cls(
-            run=r.run_id(), stream=r.string("stream", empty=False), name=r.string("name", ""),
-            project=r.string("project", ""), config=r.json_object("config"), host=r.string("host", ""),
-            framework=r.string("framework", ""), rank=r.integer("rank", 0, low=0, high=world - 1),
-            world_size=world, protocol=protocol,
-        )  # fmt: skip
+            run=r.run_id(),
+            stream=r.string("stream", empty=False),
+            name=r.string("name", ""),
+            project=r.string("project", ""),
+            config=r.json_object("config"),
+            host=r.string("host", ""),
+            framework=r.string("framework", ""),
+            rank=r.integer("rank", 0, low=0, high=world - 1),
+            world_size=world,
+            protocol=protocol,
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -135,7 +147,13 @@ class Histogram:
     nonfinite: int
 
     def wire_fields(self) -> dict[str, Any]:
-        return {"name": self.name, "step": self.step, "wall": self.wall, "count": self.count, "nonfinite": self.nonfinite}
+        return {
+            "name": self.name,
+            "step": self.step,
+            "wall": self.wall,
+            "count": self.count,
+            "nonfinite": self.nonfinite,
+        }
 
     def wire_arrays(self) -> dict[str, Array]:
         stats = np.array([self.min, self.max, self.mean, self.std], dtype=np.float64)
@@ -150,10 +168,20 @@ class Histogram:
         if len(stats) != 4:
             raise r.fail("bad_shape", f"'stats' must be [min, max, mean, std], got {len(stats)} values")
         return cls(
-            r.run_id(), r.raw.seq, r.string("name", empty=False), r.integer("step"), r.number("wall"),
-            edges, counts, float(stats[0]), float(stats[1]), float(stats[2]), float(stats[3]),
-            r.integer("count", low=0), r.integer("nonfinite", 0, low=0),
-        )  # fmt: skip
+            r.run_id(),
+            r.raw.seq,
+            r.string("name", empty=False),
+            r.integer("step"),
+            r.number("wall"),
+            edges,
+            counts,
+            float(stats[0]),
+            float(stats[1]),
+            float(stats[2]),
+            float(stats[3]),
+            r.integer("count", low=0),
+            r.integer("nonfinite", 0, low=0),
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -178,7 +206,13 @@ class Predictions:
     embedding: Array | None = None
 
     def wire_fields(self) -> dict[str, Any]:
-        return {"name": self.name, "step": self.step, "wall": self.wall, "task": self.task, "classes": list(self.classes)}
+        return {
+            "name": self.name,
+            "step": self.step,
+            "wall": self.wall,
+            "task": self.task,
+            "classes": list(self.classes),
+        }
 
     def wire_arrays(self) -> dict[str, Array]:
         arrays = {"y_true": self.y_true, "outputs": self.outputs}
@@ -199,9 +233,17 @@ class Predictions:
         elif y_true.shape != outputs.shape:
             raise r.fail("bad_shape", f"'y_true' {list(y_true.shape)} must match 'outputs' {list(outputs.shape)}")
         return cls(
-            r.run_id(), r.raw.seq, r.string("name", empty=False), r.integer("step"), r.number("wall"),
-            task, y_true, outputs, classes, embedding,
-        )  # fmt: skip
+            r.run_id(),
+            r.raw.seq,
+            r.string("name", empty=False),
+            r.integer("step"),
+            r.number("wall"),
+            task,
+            y_true,
+            outputs,
+            classes,
+            embedding,
+        )
 
 
 def _check_classification(r: FieldReader, y_true: Array, outputs: Array, classes: tuple[str, ...]) -> None:
@@ -294,9 +336,13 @@ class DataSummary:
 
     def wire_fields(self) -> dict[str, Any]:
         return {
-            "name": self.name, "step": self.step, "wall": self.wall, "feature_names": list(self.feature_names),
-            "label_names": list(self.label_names), "sample_names": list(self.sample_names),
-        }  # fmt: skip
+            "name": self.name,
+            "step": self.step,
+            "wall": self.wall,
+            "feature_names": list(self.feature_names),
+            "label_names": list(self.label_names),
+            "sample_names": list(self.sample_names),
+        }
 
     def wire_arrays(self) -> dict[str, Array]:
         optional = {"label_counts": self.label_counts, "sample": self.sample, "sample_labels": self.sample_labels}
@@ -307,7 +353,11 @@ class DataSummary:
         features = r.names("feature_names")
         edges, counts = r.required("edges", "float", (2,)), r.required("counts", "float", (2,))
         if edges.shape[0] != len(features) or counts.shape[0] != len(features) or edges.shape[1] != counts.shape[1] + 1:
-            raise r.fail("bad_shape", f"need edges (f, b+1) and counts (f, b) for f={len(features)}, got {list(edges.shape)} and {list(counts.shape)}")
+            raise r.fail(
+                "bad_shape",
+                f"need edges (f, b+1) and counts (f, b) for f={len(features)}, "
+                f"got {list(edges.shape)} and {list(counts.shape)}",
+            )
         labels, label_counts = r.names("label_names", []), r.array("label_counts", "int", (1,), optional=True)
         if label_counts is not None and len(label_counts) != len(labels):
             raise r.fail("bad_shape", f"{len(label_counts)} label counts for {len(labels)} label names")
@@ -318,9 +368,20 @@ class DataSummary:
                 raise r.fail("bad_shape", f"'sample' has {sample.shape[1]} columns for {len(sample_names)} names")
             r.rows("'sample'", {"sample_labels": sample_labels}, len(sample))
         return cls(
-            r.run_id(), r.raw.seq, r.string("name", "train", empty=False), r.integer("step", 0), r.number("wall"),
-            features, edges, counts, labels, label_counts, sample_names, sample, sample_labels,
-        )  # fmt: skip
+            r.run_id(),
+            r.raw.seq,
+            r.string("name", "train", empty=False),
+            r.integer("step", 0),
+            r.number("wall"),
+            features,
+            edges,
+            counts,
+            labels,
+            label_counts,
+            sample_names,
+            sample,
+            sample_labels,
+        )
 
 
 @dataclass(frozen=True, eq=False)

@@ -1,0 +1,134 @@
+"""The ``labscreen`` command: ``serve``, ``runs``, ``export``.
+
+``main(argv) -> int`` parses, resolves a frozen ``ServerConfig`` (flag >
+``LABSCREEN_*`` environment > default) and runs the subcommand. This module
+is the one place that writes to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from monitor.config import ServerConfig, default_store_path
+from monitor.export import export_run
+from monitor.store import SQLiteStore
+from monitor.store.base import NotFoundError, StoreError
+
+log = logging.getLogger("labscreen")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="labscreen", description="Live monitor for deep-learning training.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the ingest server and the live dashboard")
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1; LABSCREEN_HOST)")
+    serve.add_argument("--port", type=int, help="port, 0 for any free one (default 5006; LABSCREEN_PORT)")
+    serve.add_argument("--store", help="SQLite file or :memory: (default under the user data dir; LABSCREEN_STORE)")
+    serve.add_argument("--token", help="token producers must send (LABSCREEN_TOKEN)")
+    serve.add_argument("--view-token", help="token viewers must present once (LABSCREEN_VIEW_TOKEN)")
+    serve.add_argument("--stale-after", type=float, help="seconds of silence before a run is stale (default 120)")
+    serve.add_argument("--kiosk", action="store_true", default=None, help="lab-screen view by default")
+    serve.add_argument("--allow-origin", action="append", help="extra host[:port] allowed to open the dashboard")
+    serve.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    runs = sub.add_parser("runs", help="list the runs in a store")
+    runs.add_argument("--store", help="SQLite file (default: the server's default store)")
+    export = sub.add_parser("export", help="export one run's data")
+    export.add_argument("run", help="run id")
+    export.add_argument("--format", choices=("csv", "json"), default="csv")
+    export.add_argument("--out", help="file to write (default stdout)")
+    export.add_argument("--store", help="SQLite file (default: the server's default store)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``labscreen`` command line; returns the process exit code."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "runs":
+            return _runs(args)
+        return _export(args)
+    except (NotFoundError, ValueError, StoreError, OSError) as exc:
+        print(f"labscreen: {exc}", file=sys.stderr)
+        return 2
+
+
+def _serve(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = ServerConfig.resolve(
+        host=args.host,
+        port=args.port,
+        store=args.store,
+        token=args.token,
+        view_token=args.view_token,
+        stale_after=args.stale_after,
+        kiosk=args.kiosk,
+        allow_origin=tuple(args.allow_origin) if args.allow_origin else None,
+    )
+    if config.exposed and not (config.token and config.view_token):
+        log.warning(
+            "binding %s without --token and --view-token: anyone who can reach this address can write runs "
+            "and read every run's data. Set both tokens, or bind 127.0.0.1.",
+            config.host,
+        )
+    asyncio.run(_serve_until_signal(config))
+    return 0
+
+
+async def _serve_until_signal(config: ServerConfig) -> None:
+    from monitor.server import LabscreenServer
+
+    server = LabscreenServer(config)
+    server.start()
+    print(f"labscreen serving on {server.url} (port {server.port})", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    server.stop()
+
+
+def _open_store(path: str | None) -> SQLiteStore:
+    path = path or ServerConfig.resolve().store or default_store_path()
+    if path != ":memory:" and not os.path.exists(path):
+        raise ValueError(f"no store at {path}; pass --store PATH (the file 'labscreen serve' writes)")
+    return SQLiteStore(path)
+
+
+def _runs(args: argparse.Namespace) -> int:
+    store = _open_store(args.store)
+    try:
+        runs = store.list_runs()
+    finally:
+        store.close()
+    print(f"{'ID':<40} {'STATUS':<9} {'LAST STEP':>9}  NAME")
+    for run in runs:
+        step = "" if run.last_step is None else str(run.last_step)
+        print(f"{run.id:<40} {run.status:<9} {step:>9}  {run.name}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    store = _open_store(args.store)
+    try:
+        text = export_run(store, args.run, args.format)
+    finally:
+        store.close()
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as out:
+            out.write(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,150 @@
+"""Assembles one labscreen process: ingest, REST API and dashboard on one IOLoop.
+
+``LabscreenServer`` binds the socket, starts the store's writer, mounts the
+Bokeh dashboard at ``/`` with ``BokehTornado`` and passes the ingest and API
+handlers as its ``extra_patterns``, so producers and browsers share one port.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from bokeh.application import Application
+from bokeh.server.server import BaseServer
+from bokeh.server.tornado import BokehTornado
+from bokeh.server.util import bind_sockets, create_hosts_allowlist
+from tornado.httpserver import HTTPServer
+from tornado.ioloop import IOLoop
+
+from monitor.api import ApiContext, api_routes
+from monitor.config import ServerConfig
+from monitor.http_ingest import HttpIngest, JsonIngestHandler, RemoteMonitorHandler
+from monitor.hub import Hub
+from monitor.ingest import IngestService, IngestSocket
+from monitor.metrics import Metrics
+from monitor.store import SQLiteStore
+from monitor.store.base import RunStore
+from monitor.wire import MAX_MESSAGE_BYTES
+
+log = logging.getLogger(__name__)
+
+WEBSOCKET_MAX_MESSAGE_BYTES = 2 * MAX_MESSAGE_BYTES
+"""Tornado's own cap. Messages between MAX_MESSAGE_BYTES and this close with
+4009 and a log line; beyond it Tornado closes with 1009 before we see them."""
+
+
+class LabscreenServer:
+    """One labscreen server process.
+
+    Invariants: ``start`` and ``stop`` run on the thread of the IOLoop that
+    serves; the store's writer is the only thread that writes to disk.
+    """
+
+    def __init__(self, config: ServerConfig, store: RunStore | None = None) -> None:
+        self.config = config
+        self.store: RunStore = store if store is not None else SQLiteStore(config.store, stale_after=config.stale_after)
+        self.hub = Hub()
+        self.metrics = Metrics()
+        self.executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="labscreen-read")
+        self.port = 0
+        self._bokeh: BaseServer | None = None
+        self._service: IngestService | None = None
+
+    @property
+    def url(self) -> str:
+        """Base URL of the running server."""
+        host = "127.0.0.1" if self.config.host in ("", "0.0.0.0") else self.config.host
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.port}"
+
+    def start(self) -> None:
+        """Bind, start the store's writer and begin serving on the current IOLoop.
+
+        Raises:
+            OSError: the address cannot be bound.
+        """
+        loop = IOLoop.current()
+        sockets, self.port = bind_sockets(self.config.host, self.config.port)
+        service = IngestService(self.config, self.store, self.hub, self.metrics, loop)
+        self._service = service
+        self.store.start(service.on_commit)
+        app = self._tornado_app(service)
+        http = HTTPServer(app, max_body_size=WEBSOCKET_MAX_MESSAGE_BYTES)
+        http.add_sockets(sockets)
+        self._bokeh = BaseServer(loop, app, http)
+        self._bokeh.start()
+        self._register_gauges(service)
+        log.info("labscreen serving on %s (store: %s)", self.url, self.config.store)
+
+    def _tornado_app(self, service: IngestService) -> BokehTornado:
+        api = ApiContext(self.store, self.executor, self.metrics)
+        http_ingest = HttpIngest(service)
+        routes: list[Any] = [
+            (r"/ws/ingest", IngestSocket, {"service": service}),
+            (r"/api/ingest", JsonIngestHandler, {"ingest": http_ingest}),
+            (r"/publish/epoch/end/?", RemoteMonitorHandler, {"ingest": http_ingest}),
+            *api_routes(api),
+        ]
+        return BokehTornado(
+            self._applications(),
+            extra_patterns=routes,
+            extra_websocket_origins=self._origins(),
+            websocket_max_message_size_bytes=WEBSOCKET_MAX_MESSAGE_BYTES,
+            use_index=False,
+            redirect_root=False,
+        )
+
+    def _applications(self) -> dict[str, Application]:
+        try:  # TEMPORARY until the dashboard package lands
+            from monitor.dashboard.app import make_dashboard
+            from monitor.dashboard.context import DashboardContext
+        except ImportError:
+            return {}
+
+        context = DashboardContext(
+            hub=self.hub,
+            store=self.store,
+            executor=self.executor,
+            stale_after=self.config.stale_after,
+            kiosk=self.config.kiosk,
+        )
+        return {"/": make_dashboard(context)}
+
+    def _origins(self) -> list[str]:
+        if self.config.allow_origin:
+            return create_hosts_allowlist(list(self.config.allow_origin), self.port)
+        hosts = {"localhost", "127.0.0.1", self.config.host}
+        if self.config.host in ("", "0.0.0.0", "::"):
+            hosts.add(socket.gethostname())
+        return [f"{h}:{self.port}" for h in sorted(hosts) if h]
+
+    def _register_gauges(self, service: IngestService) -> None:
+        m = self.metrics
+        m.gauge(
+            "labscreen_producers_connected", "Open producer websocket connections.", lambda: len(service.connections)
+        )
+        m.gauge(
+            "labscreen_store_queue_depth",
+            "Frames waiting for the store's writer.",
+            lambda: self.store.health().queue_depth,
+        )
+        m.gauge(
+            "labscreen_store_healthy", "1 when the store is committing writes.", lambda: float(self.store.health().ok)
+        )
+        m.gauge("labscreen_hub_subscribers", "Live dashboard subscriptions.", lambda: self.hub.subscriber_count)
+
+    def stop(self) -> None:
+        """Stop serving, close producer connections, flush and close the store."""
+        if self._bokeh is not None:
+            self._bokeh.stop()
+            self._bokeh = None
+        if self._service is not None:
+            for connection in list(self._service.connections):
+                if isinstance(connection, IngestSocket):
+                    connection.close(1001, "server shutting down")
+        self.store.close()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        log.info("labscreen server on port %d stopped", self.port)
