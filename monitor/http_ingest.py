@@ -11,6 +11,7 @@ a JSON body with ``send_as_json=True``) and records the epoch logs as
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 
 HTTP_STREAM = "http"
 MAX_HTTP_POINTS = 100_000
+COMMIT_WAIT = 10.0
+"""Seconds an HTTP publisher waits for its points to be committed before a 202."""
 _SPECIAL = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 
@@ -39,9 +42,16 @@ class HttpIngest:
         self.service = service
         self._next_seq: dict[str, int] = {}
         self._next_step: dict[str, int] = {}
+        self._acks = _HttpAcks()
 
-    def publish(self, run: str, points: list[tuple[int | None, float, dict[str, float]]], meta: dict[str, str]) -> int:
-        """Store points for ``run``; return how many scalar values were accepted.
+    async def publish(
+        self, run: str, points: list[tuple[int | None, float, dict[str, float]]], meta: dict[str, str]
+    ) -> tuple[int, bool]:
+        """Store points for ``run`` and wait (bounded) until they are durable.
+
+        Returns:
+            How many scalar values were accepted, and whether the store
+            committed them within ``COMMIT_WAIT`` seconds.
 
         Raises:
             ProtocolError: a bad run id or name, or too many points.
@@ -50,19 +60,19 @@ class HttpIngest:
         if not RUN_ID_PATTERN.match(run):
             raise ProtocolError("bad_field", f"run id {run!r:.80} must be 1-200 of [A-Za-z0-9._-]")
         if run not in self._next_seq:
-            hello = Hello(
-                run=run,
-                stream=HTTP_STREAM,
-                name=meta.get("name", run),
-                project=meta.get("project", ""),
-                framework=meta.get("framework", "http"),
-            )
-            self._next_seq[run] = self.service.open(hello, _NoAcks()).last_seq + 1
+            hello = Hello(run=run, stream=HTTP_STREAM, name=meta.get("name", run), project=meta.get("project", ""),
+                          framework=meta.get("framework", "http"))  # fmt: skip
+            self._next_seq[run] = self.service.open(hello, self._acks).last_seq + 1
         frame = self._frame(run, points)
+        durable = self._acks.expect(run, frame.seq)
         self.service.accept(HTTP_STREAM, frame)
         self._next_seq[run] += 1
         self.service.metrics.http_requests += 1
-        return len(frame.values)
+        try:
+            await asyncio.wait_for(asyncio.shield(durable), COMMIT_WAIT)
+        except asyncio.TimeoutError:
+            return len(frame.values), False
+        return len(frame.values), True
 
     def _frame(self, run: str, points: list[tuple[int | None, float, dict[str, float]]]) -> Scalars:
         names: dict[str, int] = {}
@@ -86,11 +96,23 @@ class HttpIngest:
         )
 
 
-class _NoAcks:
-    """HTTP publishers get their answer in the response; acks go nowhere."""
+class _HttpAcks:
+    """Futures resolved when the store commits an HTTP frame; the response waits on them."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[str, list[tuple[int, asyncio.Future[None]]]] = {}
+
+    def expect(self, run: str, seq: int) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(run, []).append((seq, future))
+        return future
 
     def send_ack(self, run: str, seq: int) -> None:
-        return None
+        pending = self._waiting.get(run, [])
+        for waited, future in pending:
+            if waited <= seq and not future.done():
+                future.set_result(None)
+        self._waiting[run] = [(s, f) for s, f in pending if not f.done()]
 
 
 def parse_metrics(raw: Any, where: str) -> dict[str, float]:
@@ -134,12 +156,12 @@ class _JsonHandler(RequestHandler):
         self.set_status(status)
         self.finish({"error": message, "code": code})
 
-    def _publish(
+    async def _publish(
         self, run: str, points: list[tuple[int | None, float, dict[str, float]]], meta: dict[str, str]
     ) -> None:
         service = self.ingest.service
         try:
-            accepted = self.ingest.publish(run, points, meta)
+            accepted, durable = await self.ingest.publish(run, points, meta)
         except ProtocolError as exc:
             service.metrics.errors[exc.code] += 1
             self._fail(400, exc.code, exc.message)
@@ -147,7 +169,8 @@ class _JsonHandler(RequestHandler):
             service.metrics.errors["store_unavailable"] += 1
             self._fail(503, "store_unavailable", f"store is not accepting writes: {exc}")
         else:
-            self.finish({"run": run, "accepted": accepted})
+            self.set_status(200 if durable else 202)
+            self.finish({"run": run, "accepted": accepted, "durable": durable})
 
     def _json_body(self) -> Any:
         try:
@@ -159,7 +182,7 @@ class _JsonHandler(RequestHandler):
 class JsonIngestHandler(_JsonHandler):
     """``POST /api/ingest``: JSON scalars from anything that can speak HTTP."""
 
-    def post(self) -> None:
+    async def post(self) -> None:
         try:
             body = self._json_body()
             if not isinstance(body, dict):
@@ -172,7 +195,7 @@ class JsonIngestHandler(_JsonHandler):
             self._fail(400, exc.code, exc.message)
             return
         meta = {k: body[k] for k in ("name", "project") if isinstance(body.get(k), str)}
-        self._publish(run, points, meta)
+        await self._publish(run, points, meta)
 
     def _points(self, body: dict[str, Any]) -> list[tuple[int | None, float, dict[str, float]]]:
         raw = body.get("points")
@@ -210,7 +233,7 @@ class RemoteMonitorHandler(_JsonHandler):
     or else ``keras-remote-monitor``.
     """
 
-    def post(self) -> None:
+    async def post(self) -> None:
         try:
             logs = self._logs()
             epoch = logs.pop("epoch", None)
@@ -220,7 +243,7 @@ class RemoteMonitorHandler(_JsonHandler):
             self.ingest.service.metrics.errors[exc.code] += 1
             self._fail(400, exc.code, exc.message)
             return
-        self._publish(self._run(), [(step, time.time(), metrics)], {"framework": "keras RemoteMonitor"})
+        await self._publish(self._run(), [(step, time.time(), metrics)], {"framework": "keras RemoteMonitor"})
 
     def _logs(self) -> dict[str, Any]:
         field = self.get_body_argument("data", default=None)

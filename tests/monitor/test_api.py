@@ -19,10 +19,15 @@ async def post(harness: Harness, path: str, body: object, **headers: str) -> tup
 
 
 async def test_curl_style_json_scalars(harness: Harness) -> None:
-    code, reply = await post(harness, "/api/ingest", {"run": "curl-run", "step": 3, "metrics": {"loss": 0.5, "acc": 0.9}})
-    assert code == 200 and reply == {"run": "curl-run", "accepted": 2}
-    code, reply = await post(harness, "/api/ingest", {"run": "curl-run", "points": [
-        {"step": 4, "metrics": {"loss": 0.4}}, {"step": 5, "metrics": {"loss": "NaN"}}]})  # fmt: skip
+    code, reply = await post(
+        harness, "/api/ingest", {"run": "curl-run", "step": 3, "metrics": {"loss": 0.5, "acc": 0.9}}
+    )
+    assert code == 200 and reply == {"run": "curl-run", "accepted": 2, "durable": True}
+    code, reply = await post(
+        harness,
+        "/api/ingest",
+        {"run": "curl-run", "points": [{"step": 4, "metrics": {"loss": 0.4}}, {"step": 5, "metrics": {"loss": "NaN"}}]},
+    )
     assert code == 200 and reply["accepted"] == 2
     await harness.flush()
     body = json.loads((await harness.fetch("/api/runs/curl-run/scalars/loss")).body)
@@ -60,9 +65,11 @@ async def test_remote_monitor_form_and_json_bodies(harness: Harness) -> None:
     response = await harness.fetch("/publish/epoch/end/?run=rm", method="POST", body=form)
     assert response.code == 200
     response = await harness.fetch(
-        "/publish/epoch/end/", method="POST", body=json.dumps({"epoch": 1, "loss": 1.2}),
+        "/publish/epoch/end/",
+        method="POST",
+        body=json.dumps({"epoch": 1, "loss": 1.2}),
         headers={"Content-Type": "application/json", "X-Labscreen-Run": "rm"},
-    )  # fmt: skip
+    )
     assert response.code == 200
     await harness.flush()
     body = json.loads((await harness.fetch("/api/runs/rm/scalars/epoch/loss")).body)

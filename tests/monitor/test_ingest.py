@@ -55,12 +55,36 @@ async def test_every_kind_lands_in_the_store_and_rest(harness: Harness) -> None:
     edges, counts = np.linspace(-1, 1, 9), np.arange(8, dtype=np.float64)
     frames = [
         Histogram("run-k", 1, "dense/kernel", 5, 1.0, edges, counts, -1.0, 1.0, 0.1, 0.4, 28, 0),
-        Predictions("run-k", 2, "val", 5, 1.0, "classification", np.array([0, 1]), np.array([[0.9, 0.1], [0.3, 0.7]]),
-                    ("cat", "dog"), np.array([[0.0, 1.0], [1.0, 0.0]])),  # fmt: skip
-        Graph("run-k", 3, (GraphNode("in", "InputLayer", "(None, 2)"), GraphNode("out", "Dense", "(None, 2)", 6, 6)),
-              (("in", "out"),)),  # fmt: skip
-        DataSummary("run-k", 4, "train", 0, 1.0, ("x",), np.array([[0.0, 0.5, 1.0]]), np.array([[3.0, 4.0]]),
-                    ("cat", "dog"), np.array([5, 2])),  # fmt: skip
+        Predictions(
+            "run-k",
+            2,
+            "val",
+            5,
+            1.0,
+            "classification",
+            np.array([0, 1]),
+            np.array([[0.9, 0.1], [0.3, 0.7]]),
+            ("cat", "dog"),
+            np.array([[0.0, 1.0], [1.0, 0.0]]),
+        ),
+        Graph(
+            "run-k",
+            3,
+            (GraphNode("in", "InputLayer", "(None, 2)"), GraphNode("out", "Dense", "(None, 2)", 6, 6)),
+            (("in", "out"),),
+        ),
+        DataSummary(
+            "run-k",
+            4,
+            "train",
+            0,
+            1.0,
+            ("x",),
+            np.array([[0.0, 0.5, 1.0]]),
+            np.array([[3.0, 4.0]]),
+            ("cat", "dog"),
+            np.array([5, 2]),
+        ),
         Event("run-k", 5, 5, 1.0, "warning", "checkpoint saved"),
         Finish("run-k", 6, 2.0, "finished"),
     ]
@@ -147,22 +171,37 @@ async def test_missing_field(harness: Harness) -> None:
 
 
 async def test_disallowed_dtype(harness: Harness) -> None:
-    header = {"kind": "scalars", "run": "victim", "seq": 1, "fields": {"names": ["a"]},
-              "arrays": [{"name": "values", "dtype": "<c16", "shape": [1], "offset": 0, "nbytes": 16}]}  # fmt: skip
+    header = {
+        "kind": "scalars",
+        "run": "victim",
+        "seq": 1,
+        "fields": {"names": ["a"]},
+        "arrays": [{"name": "values", "dtype": "<c16", "shape": [1], "offset": 0, "nbytes": 16}],
+    }
     error = await bad_then_good(harness, raw(header, bytes(16)))
     assert error.code == "bad_dtype" and "<c16" in error.message
 
 
 async def test_shape_not_matching_bytes(harness: Harness) -> None:
-    header = {"kind": "scalars", "run": "victim", "seq": 1, "fields": {"names": ["a"]},
-              "arrays": [{"name": "steps", "dtype": "<i8", "shape": [4], "offset": 0, "nbytes": 8}]}  # fmt: skip
+    header = {
+        "kind": "scalars",
+        "run": "victim",
+        "seq": 1,
+        "fields": {"names": ["a"]},
+        "arrays": [{"name": "steps", "dtype": "<i8", "shape": [4], "offset": 0, "nbytes": 8}],
+    }
     error = await bad_then_good(harness, raw(header, bytes(8)))
     assert error.code == "bad_shape" and "'steps'" in error.message
 
 
 async def test_array_over_element_limit(harness: Harness) -> None:
-    header = {"kind": "scalars", "run": "victim", "seq": 1, "fields": {"names": ["a"]},
-              "arrays": [{"name": "values", "dtype": "u1", "shape": [3_000_000], "offset": 0, "nbytes": 3_000_000}]}  # fmt: skip
+    header = {
+        "kind": "scalars",
+        "run": "victim",
+        "seq": 1,
+        "fields": {"names": ["a"]},
+        "arrays": [{"name": "values", "dtype": "u1", "shape": [3_000_000], "offset": 0, "nbytes": 3_000_000}],
+    }
     error = await bad_then_good(harness, raw(header, bytes(3_000_000)))
     assert error.code == "too_many_elements"
 

@@ -61,15 +61,42 @@ def scalars(n: int = 5) -> Scalars:
 
 
 EXAMPLES: list[Message] = [
-    Hello(run="r", stream="s1", name="n", project="p", config={"lr": 0.1, "layers": [1, 2]}, host="h", world_size=2, rank=1),
+    Hello(
+        run="r",
+        stream="s1",
+        name="n",
+        project="p",
+        config={"lr": 0.1, "layers": [1, 2]},
+        host="h",
+        world_size=2,
+        rank=1,
+    ),
     scalars(),
     Histogram("r", 2, "dense/kernel", 10, 5.0, np.linspace(-1, 1, 5), np.array([1.0, 2, 3, 4]), -1, 1, 0, 0.5, 10, 0),
-    Predictions("r", 3, "val", 4, 1.0, "classification", np.array([0, 2, 1]), np.eye(3), ("a", "b", "c"), np.ones((3, 2))),
+    Predictions(
+        "r", 3, "val", 4, 1.0, "classification", np.array([0, 2, 1]), np.eye(3), ("a", "b", "c"), np.ones((3, 2))
+    ),
     Predictions("r", 4, "reg", 4, 1.0, "regression", np.array([1.0, 2.0]), np.array([1.5, 2.5])),
-    Graph("r", 5, (GraphNode("in", "InputLayer", "(None, 4)", 0, 0), GraphNode("d", "Dense", "(None, 2)", 10, 10)), (("in", "d"),)),
+    Graph(
+        "r",
+        5,
+        (GraphNode("in", "InputLayer", "(None, 4)", 0, 0), GraphNode("d", "Dense", "(None, 2)", 10, 10)),
+        (("in", "d"),),
+    ),
     DataSummary(
-        "r", 6, "train", 0, 1.0, ("x0", "x1"), np.tile(np.linspace(0, 1, 4), (2, 1)), np.ones((2, 3)),
-        ("cat", "dog"), np.array([3, 4]), ("x0", "x1"), np.zeros((5, 2)), np.array([0, 1, 0, 1, 1]),
+        "r",
+        6,
+        "train",
+        0,
+        1.0,
+        ("x0", "x1"),
+        np.tile(np.linspace(0, 1, 4), (2, 1)),
+        np.ones((2, 3)),
+        ("cat", "dog"),
+        np.array([3, 4]),
+        ("x0", "x1"),
+        np.zeros((5, 2)),
+        np.array([0, 1, 0, 1, 1]),
     ),
     Event("r", 8, 3, 2.0, "warning", "NaN detected"),
     Finish("r", 9, 3.0, "crashed"),
@@ -162,8 +189,13 @@ def test_missing_field_is_named() -> None:
 
 def test_disallowed_dtype_is_named() -> None:
     body = np.zeros(2, dtype=">f8").tobytes()
-    header = {"kind": "scalars", "run": "r", "seq": 1, "fields": {"names": ["a"]},
-              "arrays": [{"name": "values", "dtype": ">f8", "shape": [2], "offset": 0, "nbytes": 16}]}  # fmt: skip
+    header = {
+        "kind": "scalars",
+        "run": "r",
+        "seq": 1,
+        "fields": {"names": ["a"]},
+        "arrays": [{"name": "values", "dtype": ">f8", "shape": [2], "offset": 0, "nbytes": 16}],
+    }
     err = error_of(raw_frame(header, body))
     assert err.code == "bad_dtype" and "'values'" in err.message and ">f8" in err.message
 
@@ -182,16 +214,26 @@ def test_wrong_kind_of_dtype_for_a_field() -> None:
 
 
 def test_shape_not_matching_byte_length() -> None:
-    header = {"kind": "scalars", "run": "r", "seq": 1, "fields": {"names": ["a"]},
-              "arrays": [{"name": "values", "dtype": "<f8", "shape": [3], "offset": 0, "nbytes": 16}]}  # fmt: skip
+    header = {
+        "kind": "scalars",
+        "run": "r",
+        "seq": 1,
+        "fields": {"names": ["a"]},
+        "arrays": [{"name": "values", "dtype": "<f8", "shape": [3], "offset": 0, "nbytes": 16}],
+    }
     err = error_of(raw_frame(header, bytes(16)))
     assert err.code == "bad_shape" and "needs 24 bytes" in err.message
 
 
 def test_array_over_element_limit() -> None:
     n = MAX_ARRAY_ELEMENTS + 1
-    header = {"kind": "scalars", "run": "r", "seq": 1, "fields": {"names": ["a"]},
-              "arrays": [{"name": "values", "dtype": "u1", "shape": [n], "offset": 0, "nbytes": n}]}  # fmt: skip
+    header = {
+        "kind": "scalars",
+        "run": "r",
+        "seq": 1,
+        "fields": {"names": ["a"]},
+        "arrays": [{"name": "values", "dtype": "u1", "shape": [n], "offset": 0, "nbytes": n}],
+    }
     err = error_of(raw_frame(header, bytes(n)))
     assert err.code == "too_many_elements" and str(MAX_ARRAY_ELEMENTS) in err.message
 
