@@ -18,6 +18,7 @@ from tornado.ioloop import IOLoop
 from tornado.web import HTTPError, RequestHandler
 
 from monitor import export
+from monitor.auth import viewer_authorized
 from monitor.metrics import Metrics
 from monitor.store.base import NotFoundError, RunStore
 
@@ -29,17 +30,27 @@ MAX_QUERY_POINTS = 1_000_000
 class ApiContext:
     """What every API handler needs."""
 
-    def __init__(self, store: RunStore, executor: Executor, metrics: Metrics) -> None:
+    def __init__(self, store: RunStore, executor: Executor, metrics: Metrics, view_token: str | None = None) -> None:
         self.store = store
         self.executor = executor
         self.metrics = metrics
+        self.view_token = view_token
 
 
 class ApiHandler(RequestHandler):
     """Base: JSON errors, executor reads, bounded integer query arguments."""
 
+    open_to_all = False
+    """Whether the endpoint answers without the view token (only ``/healthz``)."""
+
     def initialize(self, ctx: ApiContext) -> None:
         self.ctx = ctx
+
+    def prepare(self) -> None:
+        if not self.open_to_all and not viewer_authorized(self, self.ctx.view_token):
+            self.ctx.metrics.errors["viewer_unauthorized"] += 1
+            raise HTTPError(401, reason="Unauthorized", log_message="this server needs its view token: "
+                            "'Authorization: Bearer <token>', ?token=, or sign in at /login")  # fmt: skip
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a blocking store read off the loop; ``NotFoundError`` becomes 404."""
@@ -183,6 +194,8 @@ class EventsHandler(ApiHandler):
 
 class HealthHandler(ApiHandler):
     """``GET /healthz``: 200 when the store is writing, 503 when it is failing."""
+
+    open_to_all = True
 
     def get(self) -> None:
         health = self.ctx.store.health()

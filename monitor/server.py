@@ -20,6 +20,7 @@ from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 
 from monitor.api import ApiContext, api_routes
+from monitor.auth import TOKEN_SETTING, ViewerAuth, derived_secret
 from monitor.config import ServerConfig
 from monitor.http_ingest import HttpIngest, JsonIngestHandler, RemoteMonitorHandler
 from monitor.hub import Hub
@@ -80,7 +81,7 @@ class LabscreenServer:
         log.info("labscreen serving on %s (store: %s)", self.url, self.config.store)
 
     def _tornado_app(self, service: IngestService) -> BokehTornado:
-        api = ApiContext(self.store, self.executor, self.metrics)
+        api = ApiContext(self.store, self.executor, self.metrics, self.config.view_token)
         http_ingest = HttpIngest(service)
         routes: list[Any] = [
             (r"/ws/ingest", IngestSocket, {"service": service}),
@@ -95,7 +96,21 @@ class LabscreenServer:
             websocket_max_message_size_bytes=WEBSOCKET_MAX_MESSAGE_BYTES,
             use_index=False,
             redirect_root=False,
+            **self._auth_settings(),
         )
+
+    def _auth_settings(self) -> dict[str, Any]:
+        token = self.config.view_token
+        if token is None:
+            return {}
+        return {
+            "auth_provider": ViewerAuth(token),
+            "secret_key": derived_secret(token, "sessions"),
+            "sign_sessions": True,
+            "cookie_secret": derived_secret(token, "cookies"),
+            TOKEN_SETTING: token,
+            "labscreen_metrics": self.metrics,
+        }
 
     def _applications(self) -> dict[str, Application]:
         try:  # TEMPORARY until the dashboard package lands
