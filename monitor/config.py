@@ -39,6 +39,8 @@ class ServerConfig:
             dashboard's websocket.
         max_producers: Most concurrent producer connections.
         max_runs_per_connection: Most runs one producer connection may open.
+        max_series_per_run: Most distinct scalar, histogram and prediction
+            names one run may create.
         max_frames_per_second: Sustained frame rate allowed per connection.
         max_viewers: Most concurrent dashboard sessions.
     """
@@ -53,6 +55,7 @@ class ServerConfig:
     allow_origin: tuple[str, ...] = ()
     max_producers: int = 256
     max_runs_per_connection: int = 64
+    max_series_per_run: int = 5000
     max_frames_per_second: float = 2000.0
     max_viewers: int = 64
 
@@ -93,7 +96,14 @@ class ServerConfig:
             raise ValueError(f"port must be in 0..65535, got {self.port}")
         if self.stale_after <= 0:
             raise ValueError(f"stale_after must be positive seconds, got {self.stale_after}")
-        for name in ("max_producers", "max_runs_per_connection", "max_frames_per_second", "max_viewers"):
+        limits = (
+            "max_producers",
+            "max_runs_per_connection",
+            "max_series_per_run",
+            "max_frames_per_second",
+            "max_viewers",
+        )
+        for name in limits:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
 

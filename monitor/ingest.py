@@ -30,7 +30,9 @@ from monitor.wire import (
     DataMessage,
     Error,
     Hello,
+    Histogram,
     Message,
+    Predictions,
     ProtocolError,
     Scalars,
     Welcome,
@@ -96,6 +98,7 @@ class IngestService:
         self.loop = loop
         self.connections: set[AckTarget] = set()
         self._ack_routes: dict[tuple[str, str], AckTarget] = {}
+        self._series: dict[str, set[str]] = {}
 
     def on_commit(self, run: str, stream: str, seq: int) -> None:
         """Store callback (writer thread): schedule the ack on the loop."""
@@ -128,6 +131,7 @@ class IngestService:
         Raises:
             StoreUnavailable: the store is refusing writes; nothing was taken.
         """
+        self._check_series(message)
         if not self.store.submit(stream, message):
             self.metrics.duplicates += 1
             committed = self.store.committed_seq(message.run, stream)
@@ -138,6 +142,26 @@ class IngestService:
             self.metrics.nonfinite_values += message.nonfinite
         self.hub.publish(message)
         return None
+
+    def _check_series(self, message: DataMessage) -> None:
+        if isinstance(message, Scalars):
+            names: tuple[str, ...] = message.names
+        elif isinstance(message, (Histogram, Predictions)):
+            names = (f"{message.kind}:{message.name}",)
+        else:
+            return
+        known = self._series.setdefault(message.run, set())
+        new = [name for name in names if name not in known]
+        limit = self.config.max_series_per_run
+        if len(known) + len(new) > limit:
+            raise ProtocolError(
+                "limit_exceeded",
+                f"run {message.run!r} would have more than max_series_per_run={limit} series; "
+                f"{len(new)} new names refused ({new[0]!r}, ...)",
+                run=message.run,
+                seq=message.seq,
+            )
+        known.update(new)
 
     def release(self, target: AckTarget) -> None:
         """Forget ``target``'s ack routes (its connection closed)."""

@@ -19,6 +19,7 @@ from monitor.wire import (
     Finish,
     Graph,
     GraphNode,
+    Hello,
     Histogram,
     Predictions,
     Scalars,
@@ -292,3 +293,32 @@ async def test_twenty_producers_at_once_no_loss_no_crosstalk(harness: Harness) -
         series = harness.server.store.scalars(f"many-{i}", "loss")
         np.testing.assert_array_equal(series.steps, np.arange(500))
         np.testing.assert_allclose(series.values, np.sin(np.arange(500.0)) + i)
+
+
+@pytest.mark.parametrize("harness", [{"max_series_per_run": 3}], indirect=True)
+async def test_series_per_run_limit(harness: Harness) -> None:
+    client = await harness.connect()
+    await client.hello("wide")
+    await client.send(points("wide", 1, 0, 2, ("a", "b")))
+    await client.until_ack("wide", 1)
+    await client.send(points("wide", 2, 2, 2, ("c", "d")))
+    error = await client.receive()
+    assert isinstance(error, Error) and error.code == "limit_exceeded" and "max_series_per_run=3" in error.message
+    await client.send(points("wide", 3, 4, 2, ("a", "c")))
+    await client.until_ack("wide", 3)
+    metrics = (await harness.fetch("/metrics")).body.decode()
+    assert 'labscreen_errors_total{code="limit_exceeded"} 1' in metrics
+
+
+@pytest.mark.parametrize("harness", [{"max_runs_per_connection": 2, "max_producers": 2}], indirect=True)
+async def test_runs_per_connection_and_producer_limits(harness: Harness) -> None:
+    client = await harness.connect()
+    await client.hello("one")
+    await client.hello("two")
+    await client.send(Hello(run="three", stream="s1"))
+    error = await client.receive()
+    assert isinstance(error, Error) and error.code == "limit_exceeded" and "2 runs" in error.message
+    await harness.connect()
+    with pytest.raises(HTTPClientError) as info:
+        await harness.connect()
+    assert info.value.code == 503
