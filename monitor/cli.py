@@ -22,6 +22,14 @@ from monitor.store.base import NotFoundError, StoreError
 
 log = logging.getLogger("labscreen")
 
+LIMIT_FLAGS: tuple[tuple[str, type, str], ...] = (
+    ("max_producers", int, "most concurrent producer connections (default 256)"),
+    ("max_runs_per_connection", int, "most runs one producer connection may open (default 64)"),
+    ("max_series_per_run", int, "most series names one run may create (default 5000)"),
+    ("max_frames_per_second", float, "frames per second per connection before back-pressure (default 2000)"),
+    ("max_viewers", int, "most concurrent dashboard sessions (default 64)"),
+)
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="labscreen", description="Live monitor for deep-learning training.")
@@ -36,6 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--kiosk", action="store_true", default=None, help="lab-screen view by default")
     serve.add_argument("--allow-origin", action="append", help="extra host[:port] allowed to open the dashboard")
     serve.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    for name, kind, what in LIMIT_FLAGS:
+        serve.add_argument(f"--{name.replace('_', '-')}", type=kind, help=f"{what} (LABSCREEN_{name.upper()})")
     runs = sub.add_parser("runs", help="list the runs in a store")
     runs.add_argument("--store", help="SQLite file (default: the server's default store)")
     export = sub.add_parser("export", help="export one run's data")
@@ -71,6 +81,7 @@ def _serve(args: argparse.Namespace) -> int:
         stale_after=args.stale_after,
         kiosk=args.kiosk,
         allow_origin=tuple(args.allow_origin) if args.allow_origin else None,
+        **{name: getattr(args, name) for name, _, _ in LIMIT_FLAGS},
     )
     if config.exposed and not (config.token and config.view_token):
         log.warning(
