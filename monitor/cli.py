@@ -104,7 +104,7 @@ async def _serve_until_signal(config: ServerConfig) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
-    server.stop()
+    await server.stop()
 
 
 def _open_store(path: str | None) -> SQLiteStore:

@@ -22,6 +22,8 @@ from tornado.ioloop import IOLoop
 from monitor.api import ApiContext, api_routes
 from monitor.auth import TOKEN_SETTING, ViewerAuth, derived_secret
 from monitor.config import ServerConfig
+from monitor.dashboard.app import make_dashboard
+from monitor.dashboard.context import DashboardContext
 from monitor.http_ingest import HttpIngest, JsonIngestHandler, RemoteMonitorHandler
 from monitor.hub import Hub
 from monitor.ingest import IngestService, IngestSocket
@@ -31,6 +33,10 @@ from monitor.store.base import RunStore
 from monitor.wire import MAX_MESSAGE_BYTES
 
 log = logging.getLogger(__name__)
+
+SESSION_CHECK_MS = 2_000
+SESSION_LIFETIME_MS = 5_000
+"""A closed tab's Document is freed within about 7 s (Bokeh's defaults: 17 s + 15 s)."""
 
 WEBSOCKET_MAX_MESSAGE_BYTES = 2 * MAX_MESSAGE_BYTES
 """Tornado's own cap. Messages between MAX_MESSAGE_BYTES and this close with
@@ -96,6 +102,8 @@ class LabscreenServer:
             websocket_max_message_size_bytes=WEBSOCKET_MAX_MESSAGE_BYTES,
             use_index=False,
             redirect_root=False,
+            check_unused_sessions_milliseconds=SESSION_CHECK_MS,
+            unused_session_lifetime_milliseconds=SESSION_LIFETIME_MS,
             **self._auth_settings(),
         )
 
@@ -113,12 +121,6 @@ class LabscreenServer:
         }
 
     def _applications(self) -> dict[str, Application]:
-        try:  # TEMPORARY until the dashboard package lands
-            from monitor.dashboard.app import make_dashboard
-            from monitor.dashboard.context import DashboardContext
-        except ImportError:
-            return {}
-
         context = DashboardContext(
             hub=self.hub,
             store=self.store,
@@ -151,15 +153,31 @@ class LabscreenServer:
         )
         m.gauge("labscreen_hub_subscribers", "Live dashboard subscriptions.", lambda: self.hub.subscriber_count)
 
-    def stop(self) -> None:
-        """Stop serving, close producer connections, flush and close the store."""
+    @property
+    def viewer_sessions(self) -> int:
+        """Open dashboard websocket connections."""
+        return len(self._viewer_connections())
+
+    def _viewer_connections(self) -> list[Any]:
+        # BokehTornado keeps its connections in a private set; reading it is the only way to close
+        # them on stop (Bokeh's own stop() leaves them open, see the TODO in bokeh/server/tornado.py).
+        app = self._bokeh._tornado if self._bokeh is not None else None
+        return list(getattr(app, "_clients", ()))
+
+    async def stop(self) -> None:
+        """Stop serving, close producer and viewer connections, flush and close the store."""
         if self._bokeh is not None:
+            viewers = self._viewer_connections()
+            http = self._bokeh._http
             self._bokeh.stop()
+            for connection in viewers:
+                connection._socket.close(1001, "server shutting down")
+            await http.close_all_connections()
             self._bokeh = None
         if self._service is not None:
-            for connection in list(self._service.connections):
-                if isinstance(connection, IngestSocket):
-                    connection.close(1001, "server shutting down")
-        self.store.close()
+            for producer in list(self._service.connections):
+                if isinstance(producer, IngestSocket):
+                    producer.close(1001, "server shutting down")
+        await IOLoop.current().run_in_executor(None, self.store.close)
         self.executor.shutdown(wait=False, cancel_futures=True)
         log.info("labscreen server on port %d stopped", self.port)

@@ -99,7 +99,7 @@ class ServerThread:
         """Stop the server (flushing its store) and its thread."""
         if self._loop is None or self.server is None:
             return
-        self.call(self.server.stop)
+        asyncio.run_coroutine_threadsafe(self.server.stop(), self._loop).result(timeout=60)
         self._loop.call_soon_threadsafe(self._loop.stop)
         assert self._thread is not None
         self._thread.join(timeout=30)

@@ -22,4 +22,4 @@ async def harness(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterat
     yield harness
     for client in harness.clients:
         await client.close()
-    server.stop()
+    await server.stop()

@@ -1,0 +1,93 @@
+"""The Bokeh application: one ``DashboardSession`` per browser tab.
+
+``make_dashboard`` returns an ``Application`` the server mounts at ``/`` on
+the same event loop as ingest. Query arguments: ``kiosk=1`` (or ``0``) for
+the lab-screen view, ``theme=dark|light``, ``run=<id>`` (repeatable) for the
+runs to show first.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+
+from bokeh.application import Application
+from bokeh.application.application import ServerContext
+from bokeh.application.handlers.function import FunctionHandler
+from bokeh.application.handlers.handler import Handler
+from bokeh.document import Document
+from bokeh.server.contexts import BokehSessionContext
+
+from monitor.dashboard.context import DashboardContext
+from monitor.dashboard.directory import RunDirectory
+from monitor.dashboard.layout import PanelSet
+from monitor.dashboard.session import DashboardSession
+from monitor.dashboard.template import page_template, page_variables
+from monitor.dashboard.theme import look_for
+
+log = logging.getLogger(__name__)
+_TRUE = {"1", "true", "yes", "on"}
+
+
+class _DirectoryLifecycle(Handler):
+    """Closes the shared run directory when the server unloads the app."""
+
+    def __init__(self, directory: RunDirectory) -> None:
+        super().__init__()
+        self._directory = directory
+
+    def modify_document(self, doc: Document) -> None:
+        """Nothing: the function handler builds the document."""
+
+    def on_server_unloaded(self, server_context: ServerContext) -> None:
+        self._directory.close()
+
+
+def make_dashboard(context: DashboardContext) -> Application:
+    """The dashboard as a Bokeh application sharing ``context`` across sessions.
+
+    Args:
+        context: Hub, store, executor and settings of the hosting server.
+
+    Returns:
+        An application to mount (e.g. ``BokehTornado({"/": app}, ...)``);
+        it must run on the event loop that calls ``context.hub.publish``.
+    """
+    directory = RunDirectory(context)
+    return Application(FunctionHandler(partial(_build, context, directory)), _DirectoryLifecycle(directory))
+
+
+def _build(context: DashboardContext, directory: RunDirectory, doc: Document) -> None:
+    directory.start()
+    arguments = _arguments(doc)
+    kiosk = _flag(arguments, "kiosk", context.kiosk)
+    look = look_for(kiosk, dark=arguments.get("theme", [""])[0] == "dark")
+    doc.title = "labscreen"
+    doc.theme = look.bokeh_theme()
+    doc.template = page_template()
+    doc.template_variables.update(page_variables(look.page_css(), context.healthz_path, kiosk))
+    doc.config.reconnect_session = False
+    doc.config.notify_connection_status = False
+    session: DashboardSession | None = None
+
+    def pick(runs: list[str]) -> None:
+        if session is not None:
+            session.select(runs)
+
+    panels = PanelSet(look, directory, context.stale_after, pick, kiosk)
+    session = DashboardSession(context, directory, doc, panels, follow=kiosk)
+    doc.add_root(session.root)
+    if arguments.get("run"):
+        session.select(arguments["run"])
+
+
+def _arguments(doc: Document) -> dict[str, list[str]]:
+    context = doc.session_context
+    request = context.request if isinstance(context, BokehSessionContext) else None
+    raw = request.arguments if request is not None else {}
+    return {key: [v.decode("utf-8", "replace") for v in values] for key, values in raw.items()}
+
+
+def _flag(arguments: dict[str, list[str]], name: str, default: bool) -> bool:
+    values = arguments.get(name)
+    return default if not values else values[0].lower() in _TRUE

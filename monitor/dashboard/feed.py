@@ -1,0 +1,90 @@
+"""One session's coalesced, latency-first feed from the hub.
+
+The hub calls ``on_ready`` synchronously inside ``publish`` on the event
+loop; the feed only schedules a flush on the session's document there. The
+first message after idle is flushed on the next tick; messages arriving
+while a flush is pending ride along; flushes are at least ``min_interval``
+apart, so a session sees at most about 20 a second however fast data comes.
+
+Thread safety: used only on the server's event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+from monitor.hub import Hub, HubMessage
+
+log = logging.getLogger(__name__)
+MIN_INTERVAL = 0.05
+"""Seconds between two flushes of one session: at most 20 a second."""
+
+
+class Scheduler(Protocol):
+    """The part of ``bokeh.document.Document`` the feed schedules with."""
+
+    def add_next_tick_callback(self, callback: Callable[[], None]) -> Any: ...
+
+    def add_timeout_callback(self, callback: Callable[[], None], timeout_milliseconds: int) -> Any: ...
+
+
+class Feed:
+    """Delivers a session's hub messages in coalesced batches.
+
+    Invariants: at most one flush is scheduled at a time; after ``close`` the
+    subscription has left the hub and nothing more is delivered.
+    """
+
+    def __init__(
+        self,
+        hub: Hub,
+        scheduler: Scheduler,
+        deliver: Callable[[list[HubMessage]], None],
+        min_interval: float = MIN_INTERVAL,
+    ) -> None:
+        self._scheduler = scheduler
+        self._deliver = deliver
+        self._min_interval = min_interval
+        self._scheduled = False
+        self._last_flush = -math.inf
+        self.flushes = 0
+        self._subscription = hub.subscribe(self._on_ready, runs=())
+
+    @property
+    def closed(self) -> bool:
+        """Whether the feed has left the hub."""
+        return self._subscription.closed
+
+    def follow(self, runs: Iterable[str]) -> None:
+        """Receive the messages of these runs (only) from now on."""
+        self._subscription.set_runs(runs)
+
+    def close(self) -> None:
+        """Leave the hub; safe to call twice."""
+        self._subscription.close()
+
+    def _on_ready(self) -> None:
+        if self._scheduled or self.closed:
+            return
+        self._scheduled = True
+        wait = self._last_flush + self._min_interval - time.monotonic()
+        if wait <= 0:
+            self._scheduler.add_next_tick_callback(self._flush)
+        else:
+            self._scheduler.add_timeout_callback(self._flush, max(1, math.ceil(wait * 1000)))
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        self._last_flush = time.monotonic()
+        messages = self._subscription.drain()
+        if not messages or self.closed:
+            return
+        self.flushes += 1
+        try:
+            self._deliver(messages)
+        except Exception:
+            log.exception("dashboard session failed to draw %d live messages; the feed goes on", len(messages))

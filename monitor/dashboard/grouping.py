@@ -1,0 +1,66 @@
+"""Which training curves share a chart.
+
+A chart holds one metric in all its variants: ``loss`` with ``val_loss``,
+``accuracy`` with ``val_accuracy``; the learning rate and the gradient norm
+each get their own chart whatever they are called. Pure functions, no Bokeh.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+LEARNING_RATE = "learning rate"
+GRADIENT_NORM = "gradient norm"
+HEADER_ONLY = frozenset({"epoch"})
+"""Scalars the header shows and the curves leave out."""
+
+_SPLIT_PREFIXES = ("validation_", "validation/", "val_", "val/", "training_", "training/", "train_", "train/")
+_VALIDATION_PREFIXES = ("validation_", "validation/", "val_", "val/")
+_ALIASES = {
+    "lr": LEARNING_RATE, "learning_rate": LEARNING_RATE, "learning-rate": LEARNING_RATE,
+    "grad_norm": GRADIENT_NORM, "gradient_norm": GRADIENT_NORM, "global_norm": GRADIENT_NORM,
+    "grad-norm": GRADIENT_NORM,
+}  # fmt: skip
+_FIRST = ("loss", "accuracy", "acc")
+_LAST = (LEARNING_RATE, GRADIENT_NORM)
+
+
+def chart_key(name: str) -> str:
+    """The chart a scalar belongs on, e.g. ``"val_loss"`` -> ``"loss"``."""
+    base = name
+    for prefix in _SPLIT_PREFIXES:
+        if base.lower().startswith(prefix) and len(base) > len(prefix):
+            base = base[len(prefix) :]
+            break
+    return _ALIASES.get(base.lower(), base)
+
+
+def is_validation(name: str) -> bool:
+    """Whether ``name`` is a validation variant (drawn dashed)."""
+    return name.lower().startswith(_VALIDATION_PREFIXES)
+
+
+def group_metrics(names: Iterable[str]) -> dict[str, list[str]]:
+    """Group scalar names into charts.
+
+    Args:
+        names: Scalar series names, in any order; duplicates are ignored.
+
+    Returns:
+        Chart key to the sorted names on that chart, loss and accuracy first,
+        learning rate and gradient norm last, the rest alphabetical between.
+        Names in ``HEADER_ONLY`` are left out.
+    """
+    groups: dict[str, set[str]] = {}
+    for name in names:
+        if name not in HEADER_ONLY:
+            groups.setdefault(chart_key(name), set()).add(name)
+    return {key: sorted(groups[key]) for key in sorted(groups, key=_chart_order)}
+
+
+def _chart_order(key: str) -> tuple[int, str]:
+    if key in _FIRST:
+        return (0, f"{_FIRST.index(key)}")
+    if key in _LAST:
+        return (2, f"{_LAST.index(key)}")
+    return (1, key)

@@ -1,0 +1,61 @@
+"""What every panel is: a Bokeh layout fed by history, live batches and a clock.
+
+A session calls ``reset`` when the runs it shows change, ``load`` once per
+run when that run's history arrives, ``update`` once per flush with the live
+messages of the runs shown, and ``tick`` once a second. All calls happen on
+the session's document (the document lock is held). Panels never read the
+store themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from bokeh.models import LayoutDOM
+from bokeh.models.widgets import Div
+
+from monitor.dashboard.batch import Batch
+from monitor.dashboard.history import RunHistory
+from monitor.dashboard.theme import Look
+
+Array = np.ndarray[Any, Any]
+
+
+class Panel:
+    """Base class: every hook is a no-op until a panel overrides it."""
+
+    layout: LayoutDOM
+
+    def reset(self, runs: Sequence[str]) -> None:
+        """Forget everything; from now on ``runs`` are shown (the first is primary)."""
+
+    def load(self, history: RunHistory) -> None:
+        """Draw one run's history (called after ``reset`` for each run shown)."""
+
+    def update(self, batch: Batch) -> None:
+        """Draw live messages of the runs shown; called at most ~20 times a second."""
+
+    def tick(self, now: float) -> None:
+        """Once a second: refresh what depends on the clock."""
+
+
+def empty_state(look: Look, name: str, text: str) -> Div:
+    """A visible note that says what is missing and how to send it."""
+    style = f"color:{look.muted};font-size:{look.px(15)};padding:24px;border:1px dashed {look.grid};border-radius:6px"
+    return Div(text=f"<div style='{style}'>{text}</div>", name=name, sizing_mode="stretch_width", disable_math=True)
+
+
+def floats(values: Any) -> Array:
+    """A writable float64 copy, as a column (Bokeh sends it as a binary buffer).
+
+    A copy, because arrays decoded from the wire are read-only views and
+    ``ColumnDataSource.patch`` writes into its columns in place.
+    """
+    return np.array(values, dtype=np.float64)
+
+
+def ints(values: Any) -> Array:
+    """A writable int32 copy, as a column (Bokeh sends it as a binary buffer)."""
+    return np.array(values, dtype=np.int32)

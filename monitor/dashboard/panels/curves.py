@@ -1,0 +1,179 @@
+"""Training curves: one chart per metric group, one line per run and series.
+
+Each (run, series) has its own ``ColumnDataSource`` named
+``scalars:<run>:<series>`` with float64 columns ``step``, ``value``,
+``smooth`` (EMA) and ``wall`` (milliseconds since the epoch), bounded by
+``ROLLOVER``. A flush streams once per source. Changing the y scale or the
+x axis rebuilds the figures around the same sources; changing the smoothing
+re-sends only the ``smooth`` column.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from bokeh.layouts import column, row
+from bokeh.models import ColumnDataSource, GridBox, HoverTool
+from bokeh.models.renderers import DataRenderer, GlyphRenderer
+from bokeh.models.widgets import RadioButtonGroup, Slider
+from bokeh.plotting import figure
+
+from monitor.dashboard.batch import Batch
+from monitor.dashboard.grouping import chart_key, group_metrics, is_validation
+from monitor.dashboard.history import RunHistory
+from monitor.dashboard.panels.base import Array, Panel, empty_state, floats
+from monitor.dashboard.smoothing import EmaState, ema
+from monitor.dashboard.theme import RUN_COLORS, Look
+from monitor.wire import Scalars
+
+ROLLOVER = 10_000
+"""Most points a line keeps (history is decimated to fewer)."""
+EMPTY_TEXT = (
+    "No training curves yet: log scalars with <code>monitor.log({'loss': loss})</code> "
+    "or add <code>MonitorCallback</code> to <code>model.fit(callbacks=[...])</code>."
+)
+_TOOLTIPS = [("series", "$name"), ("step", "@step{0,0}"), ("value", "@value{0.[0000]}"), ("time", "@wall{%F %T}")]
+
+
+@dataclass
+class _Line:
+    run: str
+    name: str
+    source: ColumnDataSource
+    state: EmaState
+
+
+def _empty_columns() -> dict[str, Array]:
+    return {"step": floats([]), "value": floats([]), "smooth": floats([]), "wall": floats([])}
+
+
+class CurvesPanel(Panel):
+    """Live line charts of every scalar of the runs shown."""
+
+    def __init__(self, look: Look, label: Callable[[str], str], kiosk: bool = False) -> None:
+        self._look, self._label, self._kiosk = look, label, kiosk
+        self._runs: list[str] = []
+        self._lines: dict[tuple[str, str], _Line] = {}
+        self._charts: dict[str, figure] = {}
+        self._stale_charts: set[str] = set()
+        self.smoothing = Slider(
+            title="Smoothing", start=0.0, end=0.99, step=0.01, value=0.6, width=220, name="curves-smoothing"
+        )
+        self.y_scale = RadioButtonGroup(labels=["linear", "log"], active=0, name="curves-y-scale")
+        self.x_axis = RadioButtonGroup(labels=["step", "time"], active=0, name="curves-x-axis")
+        self.smoothing.on_change("value_throttled", lambda _a, _o, _n: self._resmooth())
+        self.y_scale.on_change("active", lambda _a, _o, _n: self._rebuild_all())
+        self.x_axis.on_change("active", lambda _a, _o, _n: self._rebuild_all())
+        self._empty = empty_state(look, "curves-empty", EMPTY_TEXT)
+        self._grid = GridBox(children=[], sizing_mode="stretch_width", name="curves-grid")
+        controls = row(self.smoothing, self.y_scale, self.x_axis, visible=not kiosk)
+        self.layout = column(controls, self._empty, self._grid, sizing_mode="stretch_width", name="curves")
+
+    def reset(self, runs: Sequence[str]) -> None:
+        self._runs = list(runs)
+        self._lines.clear()
+        self._charts.clear()
+        self._grid.children = []
+        self._empty.visible = True
+
+    def load(self, history: RunHistory) -> None:
+        for name, series in history.scalars.items():
+            line = self._line(history.run, name)
+            smooth, line.state = ema(series.values, self.smoothing.value)
+            line.source.data = {
+                "step": floats(series.steps), "value": floats(series.values), "smooth": smooth,
+                "wall": floats(series.wall) * 1000.0,
+            }  # fmt: skip
+        self._sync_layout()
+
+    def update(self, batch: Batch) -> None:
+        chunks: dict[tuple[str, str], list[tuple[Array, Array, Array]]] = {}
+        for message in batch.scalars:
+            if message.run in self._runs:
+                _split(message, chunks)
+        for key, parts in chunks.items():
+            self._stream(self._line(*key), parts)
+        self._sync_layout()
+
+    def _stream(self, line: _Line, parts: list[tuple[Array, Array, Array]]) -> None:
+        steps, values, wall = (np.concatenate([p[i] for p in parts]) for i in range(3))
+        order = np.argsort(steps, kind="stable")
+        smooth, line.state = ema(values[order], self.smoothing.value, line.state)
+        columns: dict[str, Any] = {
+            "step": floats(steps[order]),
+            "value": floats(values[order]),
+            "smooth": smooth,
+            "wall": floats(wall[order]) * 1000.0,
+        }
+        line.source.stream(columns, rollover=ROLLOVER)
+
+    def _line(self, run: str, name: str) -> _Line:
+        key = (run, name)
+        if key not in self._lines:
+            source = ColumnDataSource(data=_empty_columns(), name=f"scalars:{run}:{name}")
+            self._lines[key] = _Line(run, name, source, EmaState())
+            if chart_key(name) in group_metrics([name]):
+                self._stale_charts.add(chart_key(name))
+        return self._lines[key]
+
+    def _sync_layout(self) -> None:
+        if not self._stale_charts:
+            return
+        for key in self._stale_charts:
+            self._charts[key] = self._figure(key)
+        self._stale_charts.clear()
+        self._place_charts()
+
+    def _place_charts(self) -> None:
+        order = list(group_metrics(name for _, name in self._lines))
+        columns = 2 if self._kiosk or len(order) > 1 else 1
+        self._grid.children = [
+            (self._charts[k], i // columns, i % columns) for i, k in enumerate(order) if k in self._charts
+        ]
+        self._empty.visible = not self._grid.children
+
+    def _rebuild_all(self) -> None:
+        self._stale_charts.update(self._charts)
+        self._sync_layout()
+
+    def _resmooth(self) -> None:
+        for line in self._lines.values():
+            smooth, line.state = ema(np.asarray(line.source.data["value"]), self.smoothing.value)
+            line.source.data["smooth"] = smooth
+
+    def _figure(self, key: str) -> figure:
+        by_time = self.x_axis.active == 1
+        fig = figure(
+            title=key, height=round(260 * self._look.scale), sizing_mode="stretch_width", name=f"chart:{key}",
+            x_axis_type="datetime" if by_time else "linear",
+            y_axis_type="log" if self.y_scale.active == 1 else "linear",
+            tools="pan,wheel_zoom,box_zoom,reset,save", output_backend="webgl",
+        )  # fmt: skip
+        fig.xaxis.axis_label = "time" if by_time else "step"
+        x = "wall" if by_time else "step"
+        renderers: list[DataRenderer] = [
+            self._draw(fig, line, x) for line in self._lines.values() if chart_key(line.name) == key
+        ]
+        fig.add_tools(HoverTool(renderers=renderers, tooltips=_TOOLTIPS, formatters={"@wall": "datetime"}))
+        fig.legend.click_policy = "hide"
+        fig.legend.location = "top_right"
+        return fig
+
+    def _draw(self, fig: figure, line: _Line, x: str) -> GlyphRenderer[Any]:
+        color = RUN_COLORS[self._runs.index(line.run) % len(RUN_COLORS)] if line.run in self._runs else "gray"
+        dash = "dashed" if is_validation(line.name) else "solid"
+        label = line.name if len(self._runs) < 2 else f"{self._label(line.run)} · {line.name}"
+        fig.line(x, "value", source=line.source, color=color, alpha=0.25, line_dash=dash)
+        return fig.line(
+            x, "smooth", source=line.source, color=color, line_width=2, line_dash=dash, legend_label=label, name=label
+        )
+
+
+def _split(message: Scalars, chunks: dict[tuple[str, str], list[tuple[Array, Array, Array]]]) -> None:
+    for index in np.unique(message.index).tolist():
+        mask = message.index == index
+        part = (message.steps[mask], message.values[mask], message.wall[mask])
+        chunks.setdefault((message.run, message.names[index]), []).append(part)

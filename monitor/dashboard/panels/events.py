@@ -1,0 +1,78 @@
+"""The events strip: what the runs shown want on screen, newest first.
+
+Events are rare (a NaN, a checkpoint, a stall), so the strip is one ``Div``
+(``events``) re-rendered when events arrive, holding at most ``MAX_EVENTS``.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+
+from bokeh.models.widgets import Div
+
+from monitor.dashboard.batch import Batch
+from monitor.dashboard.history import RunHistory
+from monitor.dashboard.panels.base import Panel
+from monitor.dashboard.theme import Look
+from monitor.wire import Event, EventLevel, Finish
+
+MAX_EVENTS = 50
+EMPTY_TEXT = "No events yet: a run reports NaNs, checkpoints and stalls with <code>monitor.event('text')</code>."
+_LEVEL_COLORS = {"info": "#1f77b4", "warning": "#ff7f0e", "error": "#d62728"}
+
+
+class EventsPanel(Panel):
+    """Recent events of the runs shown, newest first."""
+
+    def __init__(self, look: Look, label: Callable[[str], str]) -> None:
+        self._look, self._label = look, label
+        self._runs: list[str] = []
+        self._events: deque[Event] = deque(maxlen=MAX_EVENTS)
+        self.div = Div(
+            text="", name="events", sizing_mode="stretch_width", styles={"color": look.text}, disable_math=True
+        )
+        self.layout = self.div
+        self._render()
+
+    def reset(self, runs: Sequence[str]) -> None:
+        self._runs = list(runs)
+        self._events.clear()
+        self._render()
+
+    def load(self, history: RunHistory) -> None:
+        self._add(history.events)
+
+    def update(self, batch: Batch) -> None:
+        finishes = [_finish_event(f) for f in batch.finishes]
+        self._add([e for e in [*batch.events, *finishes] if e.run in self._runs])
+
+    def _add(self, events: Sequence[Event]) -> None:
+        if events:
+            merged = sorted([*self._events, *events], key=lambda e: e.wall)
+            self._events = deque(merged[-MAX_EVENTS:], maxlen=MAX_EVENTS)
+            self._render()
+
+    def _render(self) -> None:
+        if not self._events:
+            self.div.text = f"<div style='color:{self._look.muted}'>{EMPTY_TEXT}</div>"
+            return
+        items = [self._item(e) for e in reversed(self._events)]
+        self.div.text = "<div style='max-height:240px;overflow-y:auto'>" + "".join(items) + "</div>"
+
+    def _item(self, event: Event) -> str:
+        when = time.strftime("%H:%M:%S", time.localtime(event.wall))
+        color = _LEVEL_COLORS.get(event.level, self._look.muted)
+        run = html.escape(self._label(event.run)) if len(self._runs) > 1 else ""
+        step = f"step {event.step}" if event.step >= 0 else ""
+        return (
+            f"<div class='event' style='border-left:4px solid {color};padding:2px 8px;margin:2px 0'>"
+            f"<span style='color:{self._look.muted}'>{when} {run} {step}</span> {html.escape(event.text)}</div>"
+        )
+
+
+def _finish_event(finish: Finish) -> Event:
+    level: EventLevel = "error" if finish.status == "crashed" else "info"
+    return Event(finish.run, finish.seq, -1, finish.wall, level, f"run {finish.status}")

@@ -1,0 +1,180 @@
+"""The header: run picker, status badge, progress, speed, ETA and data age.
+
+Values are separate ``Div`` models named ``header-<what>`` so a lab screen
+(and a test) can read each one. The status turns ``stale`` when the run has
+sent nothing for the server's stale time; the age of the last data counts
+up every second so a dead run is obvious across a room.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from bokeh.layouts import column, row
+from bokeh.models.widgets import Div, MultiChoice
+
+from monitor.dashboard.batch import Batch
+from monitor.dashboard.directory import RunDirectory
+from monitor.dashboard.history import RunHistory
+from monitor.dashboard.panels.base import Panel
+from monitor.dashboard.theme import Look
+
+SPEED_WINDOW = 30.0
+"""Seconds of producer time over which steps/s is measured."""
+_SAMPLE_RATE_NAMES = ("samples_per_sec", "samples_per_second", "samples/s", "examples_per_sec", "throughput")
+_TOTAL_KEYS = ("total_steps", "max_steps", "num_steps", "steps")
+NO_RUNS_TEXT = (
+    "No runs yet: start a producer with <code>Monitor(url='ws://HOST:PORT/ws/ingest')</code> "
+    "or add <code>MonitorCallback</code> to <code>model.fit</code>."
+)
+
+
+def format_age(seconds: float | None) -> str:
+    """``"3s"``, ``"4m 05s"``, ``"2h 10m"``; ``"-"`` when unknown."""
+    if seconds is None:
+        return "-"
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60:02d}s"
+    return f"{s // 3600}h {s % 3600 // 60:02d}m"
+
+
+def total_steps(config: dict[str, Any]) -> int | None:
+    """The run's planned number of steps from its config, if it says."""
+    for key in _TOTAL_KEYS:
+        if isinstance(config.get(key), int) and config[key] > 0:
+            return int(config[key])
+    epochs, per_epoch = config.get("epochs"), config.get("steps_per_epoch")
+    if isinstance(epochs, int) and isinstance(per_epoch, int) and epochs > 0 and per_epoch > 0:
+        return epochs * per_epoch
+    return None
+
+
+class HeaderPanel(Panel):
+    """Status and progress of the primary run, plus the run picker."""
+
+    def __init__(self, look: Look, directory: RunDirectory, on_pick: Callable[[list[str]], None], kiosk: bool) -> None:
+        self._look, self._directory, self._kiosk = look, directory, kiosk
+        self._run: str | None = None
+        self._seen_version = -1
+        self._progress: deque[tuple[float, int]] = deque()
+        self._step: int | None = None
+        self._epoch: float | None = None
+        self._sample_rate: float | None = None
+        self.picker = MultiChoice(
+            options=[], value=[], placeholder="pick runs to show", name="run-picker", width=420, visible=not kiosk
+        )
+        self.picker.on_change("value", lambda _a, _o, new: on_pick(list(new)))
+        names = ("run", "status", "step", "epoch", "speed", "eta", "age")
+        self.divs = {n: Div(text="", name=f"header-{n}", styles=self._style(n), disable_math=True) for n in names}
+        self.divs["run"].text = NO_RUNS_TEXT
+        stats = row(*(self.divs[n] for n in names[2:]), sizing_mode="stretch_width")
+        self.layout = column(
+            row(self.divs["status"], self.divs["run"], self.picker), stats, sizing_mode="stretch_width", name="header"
+        )
+
+    def reset(self, runs: Sequence[str]) -> None:
+        self._run = runs[0] if runs else None
+        self._progress.clear()
+        self._step = self._epoch = self._sample_rate = None
+        if list(self.picker.value) != list(runs):
+            self.picker.value = list(runs)
+        self._seen_version = -1
+        self.tick(time.time())
+
+    def load(self, history: RunHistory) -> None:
+        if history.run != self._run:
+            return
+        for name, series in history.scalars.items():
+            tail = max(0, len(series.steps) - 50)
+            self._note(name, series.steps[tail:].tolist(), series.wall[tail:].tolist(), series.values[tail:].tolist())
+        self._render_progress()
+
+    def update(self, batch: Batch) -> None:
+        for message in batch.scalars:
+            if message.run == self._run:
+                for index, name in enumerate(message.names):
+                    mask = message.index == index
+                    self._note(
+                        name, message.steps[mask].tolist(), message.wall[mask].tolist(), message.values[mask].tolist()
+                    )
+        self._render_progress()
+
+    def tick(self, now: float) -> None:
+        if self._directory.version != self._seen_version:
+            self._seen_version = self._directory.version
+            self.picker.options = [(r.info.id, r.info.name or r.info.id) for r in self._directory.rows()]
+        info = self._directory.get(self._run) if self._run else None
+        status = self._directory.status(self._run, now) if self._run else None
+        self._set("status", self._badge(status))
+        if self._run is None:
+            self._set("run", NO_RUNS_TEXT)
+        else:
+            self._set(
+                "run",
+                f"<b>{(info.name if info else '') or self._run}</b> "
+                f"<span style='color:{self._look.muted}'>{info.project if info else ''}</span>",
+            )
+        age = now - info.last_seen if info else None
+        self._set("age", f"last data {format_age(age)} ago" if age is not None else "no data yet")
+        self._render_progress()
+
+    def _note(self, name: str, steps: list[int], walls: list[float], values: list[float]) -> None:
+        if not steps:
+            return
+        if name == "epoch":
+            self._epoch = values[-1]
+        elif name in _SAMPLE_RATE_NAMES:
+            self._sample_rate = values[-1]
+        if self._step is None or steps[-1] >= self._step:
+            self._step = steps[-1]
+            self._progress.append((walls[-1], steps[-1]))
+            while self._progress and self._progress[0][0] < walls[-1] - SPEED_WINDOW:
+                self._progress.popleft()
+
+    def _steps_per_second(self) -> float | None:
+        if len(self._progress) < 2:
+            return None
+        (w0, s0), (w1, s1) = self._progress[0], self._progress[-1]
+        return (s1 - s0) / (w1 - w0) if w1 > w0 and s1 >= s0 else None
+
+    def _render_progress(self) -> None:
+        info = self._directory.get(self._run) if self._run else None
+        rate = self._steps_per_second()
+        total = total_steps(info.config) if info else None
+        step = f"{self._step:,}" if self._step is not None else "-"
+        self._set("step", f"step <b>{step}</b>" + (f" / {total:,}" if total else ""))
+        self._set("epoch", f"epoch <b>{self._epoch:g}</b>" if self._epoch is not None else "")
+        self._set("speed", self._speed_text(rate, info.config if info else {}))
+        eta = (total - self._step) / rate if total and rate and self._step is not None and rate > 0 else None
+        self._set("eta", f"ETA <b>{format_age(eta)}</b>" if eta is not None else "")
+
+    def _speed_text(self, rate: float | None, config: dict[str, Any]) -> str:
+        if rate is None:
+            return ""
+        samples = self._sample_rate
+        batch = config.get("batch_size")
+        if samples is None and isinstance(batch, int):
+            samples = rate * batch
+        text = f"<b>{rate:,.1f}</b> steps/s"
+        return text + (f" · <b>{samples:,.0f}</b> samples/s" if samples is not None else "")
+
+    def _badge(self, status: str | None) -> str:
+        color = self._look.status_color(status)  # type: ignore[arg-type]
+        size = self._look.px(28 if self._kiosk else 14)
+        label = (status or "no run").upper()
+        style = f"background:{color};color:white;padding:2px 12px;border-radius:6px;font-size:{size};font-weight:700"
+        return f"<span style='{style}'>{label}</span>"
+
+    def _set(self, name: str, text: str) -> None:
+        if self.divs[name].text != text:
+            self.divs[name].text = text
+
+    def _style(self, name: str) -> dict[str, str | None]:
+        big = name in ("age", "status") and self._kiosk
+        return {"font-size": self._look.px(26 if big else 16), "color": self._look.text, "margin-right": "24px"}

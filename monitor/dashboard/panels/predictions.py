@@ -1,0 +1,245 @@
+"""Predictions: what the model outputs on a fixed monitor sample, live.
+
+Classification: mean predicted probability per class beside the true class
+frequency (``predictions-classes``), one sample's probabilities chosen with a
+slider (``predictions-sample``), a confusion matrix (``predictions-confusion``,
+patched in place). Regression: y_true against y_pred with the y = x line
+(``predictions-regression``) and a residual histogram
+(``predictions-residuals``). An embedding, when sent, is a scatter coloured by
+class (``predictions-embedding``). Scatter plots use WebGL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from bokeh.layouts import column, row
+from bokeh.models import ColumnDataSource, FactorRange, LinearColorMapper
+from bokeh.models.annotations import Slope
+from bokeh.models.widgets import Slider
+from bokeh.palettes import Blues256, Category10_10
+from bokeh.plotting import figure
+from bokeh.transform import factor_cmap
+
+from monitor.dashboard.batch import Batch
+from monitor.dashboard.history import RunHistory
+from monitor.dashboard.panels.base import Panel, empty_state, floats
+from monitor.dashboard.theme import Look
+from monitor.wire import Predictions
+
+EMPTY_TEXT = (
+    "No predictions yet: pass <code>predictions=(x_val, y_val)</code> to <code>MonitorCallback</code> "
+    "or call <code>monitor.predictions('validation', y_true, outputs)</code>."
+)
+RESIDUAL_BINS = 30
+
+
+class PredictionsPanel(Panel):
+    """The latest predictions of the primary run."""
+
+    def __init__(self, look: Look) -> None:
+        self._look = look
+        self._run: str | None = None
+        self._latest: Predictions | None = None
+        self.classes = ColumnDataSource(
+            data={"cls": [], "mean_prob": floats([]), "true_freq": floats([])}, name="predictions-classes"
+        )
+        self.sample = ColumnDataSource(data={"cls": [], "prob": floats([]), "color": []}, name="predictions-sample")
+        self.confusion = ColumnDataSource(
+            data={"true": [], "pred": [], "count": floats([])}, name="predictions-confusion"
+        )
+        self.regression = ColumnDataSource(
+            data={"y_true": floats([]), "y_pred": floats([])}, name="predictions-regression"
+        )
+        self.residuals = ColumnDataSource(
+            data={"left": floats([]), "right": floats([]), "top": floats([])}, name="predictions-residuals"
+        )
+        self.embedding = ColumnDataSource(
+            data={"x": floats([]), "y": floats([]), "label": []}, name="predictions-embedding"
+        )
+        self.slider = Slider(title="Sample", start=0, end=1, value=0, step=1, name="predictions-slider")
+        self.slider.on_change("value", lambda _a, _o, _n: self._draw_sample())
+        self._empty = empty_state(look, "predictions-empty", EMPTY_TEXT)
+        self._class_figures = self._classification_layout()
+        self._regression_figures = self._regression_layout()
+        self._embedding_figure = self._embedding_plot()
+        self.layout = column(
+            self._empty,
+            self._class_figures,
+            self._regression_figures,
+            self._embedding_figure,
+            sizing_mode="stretch_width",
+            name="predictions",
+        )
+        self._show(None)
+
+    def reset(self, runs: Sequence[str]) -> None:
+        self._run = runs[0] if runs else None
+        self._latest = None
+        self._show(None)
+
+    def load(self, history: RunHistory) -> None:
+        if history.run == self._run and history.predictions:
+            self._draw(history.predictions[-1])
+
+    def update(self, batch: Batch) -> None:
+        mine = [p for p in batch.predictions if p.run == self._run]
+        if mine:
+            self._draw(mine[-1])
+
+    def _draw(self, predictions: Predictions) -> None:
+        self._latest = predictions
+        self._show(predictions)
+        if predictions.task == "classification":
+            self._draw_classification(predictions)
+        else:
+            self._draw_regression(predictions)
+        if predictions.embedding is not None:
+            labels = _labels(predictions)
+            self.embedding.data = {
+                "x": floats(predictions.embedding[:, 0]),
+                "y": floats(predictions.embedding[:, 1]),
+                "label": labels,
+            }
+
+    def _show(self, predictions: Predictions | None) -> None:
+        self._empty.visible = predictions is None
+        self._class_figures.visible = predictions is not None and predictions.task == "classification"
+        self._regression_figures.visible = predictions is not None and predictions.task == "regression"
+        self._embedding_figure.visible = predictions is not None and predictions.embedding is not None
+
+    def _draw_classification(self, p: Predictions) -> None:
+        names = _class_names(p)
+        n, c = p.outputs.shape
+        mean_prob = floats(p.outputs.mean(axis=0))
+        true_freq = floats(np.bincount(p.y_true, minlength=c) / max(n, 1))
+        if list(self.classes.data["cls"]) == names:
+            self.classes.patch({"mean_prob": [(slice(0, c), mean_prob)], "true_freq": [(slice(0, c), true_freq)]})
+        else:
+            self.classes.data = {"cls": names, "mean_prob": mean_prob, "true_freq": true_freq}
+            self._class_range.factors = names
+            self._confusion_x.factors = names
+            self._confusion_y.factors = names
+        counts = np.zeros((c, c))
+        np.add.at(counts, (p.y_true, p.outputs.argmax(axis=1)), 1)
+        self._draw_confusion(names, counts)
+        self.slider.end = max(n - 1, 1)
+        self.slider.value = min(self.slider.value, n - 1)
+        self._draw_sample()
+
+    def _draw_confusion(self, names: list[str], counts: Any) -> None:
+        flat = floats(counts.reshape(-1))
+        if len(self.confusion.data["count"]) == len(flat) and list(self.confusion.data["true"][:: len(names)]) == names:
+            self.confusion.patch({"count": [(slice(0, len(flat)), flat)]})
+        else:
+            true = [t for t in names for _ in names]
+            pred = [q for _ in names for q in names]
+            self.confusion.data = {"true": true, "pred": pred, "count": flat}
+
+    def _draw_sample(self) -> None:
+        p = self._latest
+        if p is None or p.task != "classification" or not len(p.outputs):
+            return
+        index = int(min(self.slider.value, len(p.outputs) - 1))
+        names = _class_names(p)
+        truth = int(p.y_true[index])
+        colors = ["#2ca02c" if i == truth else "#7f7f7f" for i in range(len(names))]
+        self.sample.data = {"cls": names, "prob": floats(p.outputs[index]), "color": colors}
+
+    def _draw_regression(self, p: Predictions) -> None:
+        y_true, y_pred = floats(p.y_true).reshape(-1), floats(p.outputs).reshape(-1)
+        self.regression.data = {"y_true": y_true, "y_pred": y_pred}
+        counts, edges = np.histogram(y_pred - y_true, bins=RESIDUAL_BINS)
+        self.residuals.data = {"left": floats(edges[:-1]), "right": floats(edges[1:]), "top": floats(counts)}
+
+    def _classification_layout(self) -> Any:
+        h = round(260 * self._look.scale)
+        self._class_range = FactorRange()
+        bars = figure(
+            title="mean predicted probability vs true frequency",
+            x_range=self._class_range,
+            height=h,
+            sizing_mode="stretch_width",
+            tools="hover",
+            tooltips=[("class", "@cls"), ("predicted", "@mean_prob{0.000}"), ("true", "@true_freq{0.000}")],
+        )
+        bars.vbar(x="cls", top="true_freq", width=0.8, source=self.classes, alpha=0.35, legend_label="true frequency")
+        bars.vbar(
+            x="cls", top="mean_prob", width=0.4, source=self.classes, color="#ff7f0e", legend_label="mean probability"
+        )
+        sample = figure(
+            title="one sample's probabilities (green: true class)",
+            x_range=self._class_range,
+            height=h,
+            sizing_mode="stretch_width",
+            tools="",
+        )
+        sample.vbar(x="cls", top="prob", width=0.7, color="color", source=self.sample)
+        self._confusion_x, self._confusion_y = FactorRange(), FactorRange()
+        confusion = figure(
+            title="confusion matrix (rows: true, columns: predicted)",
+            x_range=self._confusion_x,
+            y_range=self._confusion_y,
+            height=h,
+            sizing_mode="stretch_width",
+            tools="hover",
+            tooltips=[("true", "@true"), ("predicted", "@pred"), ("count", "@count")],
+        )
+        confusion.rect(
+            x="pred",
+            y="true",
+            width=1,
+            height=1,
+            source=self.confusion,
+            fill_color={"field": "count", "transform": LinearColorMapper(palette=Blues256[::-1])},
+            line_color=None,
+        )
+        return column(
+            row(bars, column(self.slider, sample, sizing_mode="stretch_width"), confusion, sizing_mode="stretch_width"),
+            sizing_mode="stretch_width",
+        )
+
+    def _regression_layout(self) -> Any:
+        h = round(300 * self._look.scale)
+        scatter = figure(
+            title="y_true vs y_pred",
+            height=h,
+            sizing_mode="stretch_width",
+            output_backend="webgl",
+            x_axis_label="y_true",
+            y_axis_label="y_pred",
+        )
+        scatter.scatter(x="y_true", y="y_pred", source=self.regression, size=4, alpha=0.5)
+        scatter.add_layout(Slope(gradient=1, y_intercept=0, line_dash="dashed", line_color="#d62728"))
+        residual = figure(title="residuals (y_pred - y_true)", height=h, sizing_mode="stretch_width")
+        residual.quad(left="left", right="right", top="top", bottom=0, source=self.residuals, alpha=0.8)
+        return row(scatter, residual, sizing_mode="stretch_width")
+
+    def _embedding_plot(self) -> Any:
+        fig = figure(
+            title="embedding of the sample",
+            height=round(320 * self._look.scale),
+            sizing_mode="stretch_width",
+            output_backend="webgl",
+        )
+        fig.scatter(
+            x="x",
+            y="y",
+            source=self.embedding,
+            size=5,
+            alpha=0.7,
+            color=factor_cmap("label", list(Category10_10), [str(i) for i in range(10)]),
+        )
+        return fig
+
+
+def _class_names(p: Predictions) -> list[str]:
+    return list(p.classes) if p.classes else [str(i) for i in range(p.outputs.shape[1])]
+
+
+def _labels(p: Predictions) -> list[str]:
+    if p.task == "classification":
+        return [str(int(v)) for v in p.y_true]
+    return ["0"] * len(p.y_true)

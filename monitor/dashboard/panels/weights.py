@@ -1,0 +1,174 @@
+"""Weights: the current histogram of a chosen tensor and its distribution over time.
+
+Sources: ``weights-current`` (quad: left, right, top; patched in place when
+the bins keep their count), ``weights-bands`` (step and the percentile
+columns of ``percentiles.BAND_COLUMNS``; streamed with rollover) and
+``weights-heatmap`` (one step x bin ``image``, resampled onto a common grid).
+Every tensor's recent histograms are kept in memory so switching the layer
+picker needs no store read.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from bokeh.layouts import column, row
+from bokeh.models import ColumnDataSource, LinearColorMapper
+from bokeh.models.widgets import Select
+from bokeh.palettes import Viridis256
+from bokeh.plotting import figure
+
+from monitor.dashboard.batch import Batch
+from monitor.dashboard.history import RunHistory
+from monitor.dashboard.panels.base import Panel, empty_state, floats
+from monitor.dashboard.percentiles import BAND_COLUMNS, histogram_percentiles, resample_counts
+from monitor.dashboard.theme import Look
+from monitor.wire import Histogram
+
+KEEP = 200
+"""Histograms kept per tensor (and steps in the heatmap)."""
+BAND_ROLLOVER = 2000
+GRID_BINS = 64
+EMPTY_TEXT = (
+    "No weight histograms yet: send them with <code>monitor.histogram('dense/kernel', weights)</code> "
+    "or <code>MonitorCallback(histogram_freq=1)</code>."
+)
+
+
+class WeightsPanel(Panel):
+    """Histograms of the primary run's tensors, live."""
+
+    def __init__(self, look: Look) -> None:
+        self._run: str | None = None
+        self._kept: dict[str, deque[Histogram]] = {}
+        self.layer = Select(title="Tensor", options=[], value="", name="weights-layer", width=320)
+        self.layer.on_change("value", lambda _a, _o, _n: self._redraw())
+        self.current = ColumnDataSource(data=_bins([], []), name="weights-current")
+        self.bands = ColumnDataSource(data={c: floats([]) for c in ("step", *BAND_COLUMNS)}, name="weights-bands")
+        self.heatmap = ColumnDataSource(data=_image(np.zeros((1, 1)), 0, 1, 0, 1), name="weights-heatmap")
+        self._empty = empty_state(look, "weights-empty", EMPTY_TEXT)
+        figures = row(
+            self._current_figure(look),
+            self._bands_figure(look),
+            self._heatmap_figure(look),
+            sizing_mode="stretch_width",
+        )
+        self._body = column(self.layer, figures, sizing_mode="stretch_width", visible=False)
+        self.layout = column(self._empty, self._body, sizing_mode="stretch_width", name="weights")
+
+    def reset(self, runs: Sequence[str]) -> None:
+        self._run = runs[0] if runs else None
+        self._kept.clear()
+        self.layer.options, self.layer.value = [], ""
+        self._redraw()
+
+    def load(self, history: RunHistory) -> None:
+        if history.run == self._run:
+            self._add([h for hs in history.histograms.values() for h in hs], live=False)
+
+    def update(self, batch: Batch) -> None:
+        self._add([h for h in batch.histograms if h.run == self._run], live=True)
+
+    def _add(self, histograms: list[Histogram], live: bool) -> None:
+        if not histograms:
+            return
+        for histogram in histograms:
+            self._kept.setdefault(histogram.name, deque(maxlen=KEEP)).append(histogram)
+        names: list[Any] = sorted(self._kept)
+        if list(self.layer.options) != names:
+            self.layer.options = names
+        chosen = [h for h in histograms if h.name == self.layer.value]
+        if not self.layer.value:
+            self.layer.value = names[0]  # triggers a full redraw
+        elif chosen and live:
+            self._show_current(chosen[-1])
+            self.bands.stream(_band_columns(chosen), rollover=BAND_ROLLOVER)
+            self._draw_heatmap()
+        elif chosen:
+            self._redraw()
+
+    def _redraw(self) -> None:
+        kept = list(self._kept.get(self.layer.value, ()))
+        self._body.visible = bool(kept)
+        self._empty.visible = not kept
+        self.bands.data = _band_columns(kept)
+        if kept:
+            self._show_current(kept[-1])
+        else:
+            self.current.data = _bins([], [])
+        self._draw_heatmap()
+
+    def _show_current(self, histogram: Histogram) -> None:
+        data = _bins(histogram.edges, histogram.counts)
+        n = len(histogram.counts)
+        if len(self.current.data["top"]) == n:
+            self.current.patch({k: [(slice(0, n), v)] for k, v in data.items()})
+        else:
+            self.current.data = data
+
+    def _draw_heatmap(self) -> None:
+        kept = list(self._kept.get(self.layer.value, ()))
+        if not kept:
+            self.heatmap.data = _image(np.zeros((1, 1)), 0, 1, 0, 1)
+            return
+        low = min(float(h.edges[0]) for h in kept)
+        high = max(float(h.edges[-1]) for h in kept)
+        high = high if high > low else low + 1.0
+        grid = np.linspace(low, high, GRID_BINS + 1)
+        image = np.stack([resample_counts(h.edges, h.counts, grid) for h in kept], axis=1)
+        first, last = kept[0].step, kept[-1].step
+        self.heatmap.data = _image(image, first, max(last - first, 1), low, high - low)
+
+    def _current_figure(self, look: Look) -> figure:
+        fig = figure(
+            title="current histogram",
+            height=round(260 * look.scale),
+            sizing_mode="stretch_width",
+            tools="pan,wheel_zoom,reset,hover",
+        )
+        fig.quad(left="left", right="right", top="top", bottom=0, source=self.current, alpha=0.8)
+        return fig
+
+    def _bands_figure(self, look: Look) -> figure:
+        fig = figure(
+            title="distribution over steps",
+            height=round(260 * look.scale),
+            sizing_mode="stretch_width",
+            tools="pan,wheel_zoom,reset",
+        )
+        for (low, high), alpha in zip((("p0", "p100"), ("p7", "p93"), ("p16", "p84")), (0.15, 0.25, 0.35), strict=True):
+            fig.varea(x="step", y1=low, y2=high, source=self.bands, alpha=alpha)
+        fig.line(x="step", y="p50", source=self.bands, line_width=2)
+        return fig
+
+    def _heatmap_figure(self, look: Look) -> figure:
+        fig = figure(
+            title="histogram over steps",
+            height=round(260 * look.scale),
+            sizing_mode="stretch_width",
+            tools="pan,wheel_zoom,reset",
+        )
+        mapper = LinearColorMapper(palette=Viridis256)
+        fig.image(image="image", x="x", y="y", dw="dw", dh="dh", source=self.heatmap, color_mapper=mapper)  # type: ignore[call-arg]
+        return fig
+
+
+def _bins(edges: Any, counts: Any) -> dict[str, Any]:
+    e = floats(edges)
+    return {"left": e[:-1] if len(e) else floats([]), "right": e[1:], "top": floats(counts)}
+
+
+def _band_columns(histograms: list[Histogram]) -> dict[str, Any]:
+    rows = np.array([histogram_percentiles(h.edges, h.counts) for h in histograms]).reshape(
+        len(histograms), len(BAND_COLUMNS)
+    )
+    columns: dict[str, Any] = {"step": floats([h.step for h in histograms])}
+    columns.update({name: floats(rows[:, i]) for i, name in enumerate(BAND_COLUMNS)})
+    return columns
+
+
+def _image(image: Any, x: float, dw: float, y: float, dh: float) -> dict[str, Any]:
+    return {"image": [np.asarray(image, dtype=np.float32)], "x": [x], "y": [y], "dw": [dw], "dh": [dh]}

@@ -1,0 +1,160 @@
+"""One browser tab: its panels, its feed, the runs it shows, its history loads.
+
+A ``DashboardSession`` owns one Bokeh ``Document``. Selecting runs resets
+every panel, points the feed at the new runs and loads each run's history in
+the executor. Live messages for a run whose history is still loading are
+buffered and, once the history is drawn, passed through ``after_history``
+so the seam has neither a gap nor a duplicate. Closing the tab (Bokeh
+destroying the session) closes the feed, which leaves the hub.
+
+Thread safety: everything runs on the server's event loop; panel calls run
+as document callbacks (document lock held).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future
+from functools import partial
+
+from bokeh.application.application import SessionContext
+from bokeh.document import Document
+from bokeh.models import LayoutDOM
+from bokeh.server.contexts import BokehSessionContext
+from tornado.ioloop import IOLoop
+
+from monitor.dashboard.batch import Batch
+from monitor.dashboard.context import DashboardContext
+from monitor.dashboard.directory import RunDirectory
+from monitor.dashboard.feed import Feed
+from monitor.dashboard.history import RunHistory, after_history, load_history
+from monitor.dashboard.layout import PanelSet
+from monitor.hub import HubMessage
+
+log = logging.getLogger(__name__)
+TICK_MS = 1000
+ABANDON_MS = 2000
+"""A tab without a connection for this long has been closed: leave the hub."""
+MAX_BUFFERED = 200_000
+"""Live messages held per run while its history loads; beyond, the oldest go."""
+
+
+class DashboardSession:
+    """The state behind one open dashboard tab."""
+
+    def __init__(
+        self, context: DashboardContext, directory: RunDirectory, doc: Document, panels: PanelSet, follow: bool
+    ) -> None:
+        self._context, self._directory, self._doc, self.panels = context, directory, doc, panels
+        self._follow = follow
+        self.selected: list[str] = []
+        self._loading: dict[str, list[HubMessage]] = {}
+        self._generation = 0
+        self.closed = False
+        self._was_connected = False
+        self.feed = Feed(context.hub, doc, self._on_messages)
+        doc.add_periodic_callback(self._tick, TICK_MS)
+        doc.on_session_destroyed(self._on_destroyed)
+
+    @property
+    def root(self) -> LayoutDOM:
+        """The layout to add to the document."""
+        return self.panels.root
+
+    def select(self, runs: Sequence[str]) -> None:
+        """Show ``runs`` (the first is primary): reset panels, follow them, load history."""
+        runs = list(dict.fromkeys(runs))
+        if runs == self.selected or self.closed:
+            return
+        self._generation += 1
+        self.selected = runs
+        self._loading = {run: [] for run in runs}
+        self.feed.follow(runs)
+        for panel in self.panels.all():
+            panel.reset(runs)
+        for run in runs:
+            self._load(run, self._generation)
+
+    def close(self) -> None:
+        """Leave the hub; the document is Bokeh's to discard. Safe to call twice."""
+        self.closed = True
+        self.feed.close()
+
+    def _load(self, run: str, generation: int) -> None:
+        c = self._context
+        future = c.executor.submit(load_history, c.store, run, c.history_points, c.history_histograms)
+        IOLoop.current().add_future(future, partial(self._history_ready, generation))
+
+    def _history_ready(self, generation: int, future: Future[RunHistory]) -> None:
+        if not self.closed and generation == self._generation:
+            self._doc.add_next_tick_callback(partial(self._apply_history, generation, future))
+
+    def _apply_history(self, generation: int, future: Future[RunHistory]) -> None:
+        if self.closed or generation != self._generation:
+            return
+        try:
+            history = future.result()
+        except Exception:
+            log.exception("could not load history; showing live data only")
+            return
+        buffered = self._loading.pop(history.run, [])
+        for panel in self.panels.all():
+            panel.load(history)
+        self._dispatch(after_history(buffered, history))
+
+    def _on_messages(self, messages: list[HubMessage]) -> None:
+        live: list[HubMessage] = []
+        for message in messages:
+            pending = self._loading.get(message.run)
+            if pending is not None:
+                pending.append(message)
+                del pending[:-MAX_BUFFERED]
+            elif message.run in self.selected:
+                live.append(message)
+        self._dispatch(live)
+
+    def _dispatch(self, messages: list[HubMessage]) -> None:
+        if messages:
+            batch = Batch.of(messages)
+            for panel in self.panels.all():
+                panel.update(batch)
+
+    def _tick(self) -> None:
+        if self.closed or self._abandoned():
+            self.close()
+            return
+        self._choose_runs()
+        self.panels.beat()
+        now = time.time()
+        for panel in self.panels.all():
+            panel.tick(now)
+
+    def _choose_runs(self) -> None:
+        newest = self._directory.newest_running()
+        if self._follow and newest is not None and self.selected[:1] != [newest]:
+            self.select([newest])
+        elif not self.selected:
+            rows = self._directory.rows()
+            if rows:
+                self.select([newest or rows[0].info.id])
+
+    def _abandoned(self) -> bool:
+        """Whether the tab is gone: connected once, and no connection for ``ABANDON_MS``.
+
+        Bokeh destroys such a session only after its unused-session lifetime;
+        leaving the hub sooner stops fanning data out to a tab nobody sees.
+        """
+        context = self._doc.session_context
+        session = context.session if isinstance(context, BokehSessionContext) else None
+        if session is None:
+            return False
+        if session.connection_count > 0:
+            self._was_connected = True
+            return False
+        return self._was_connected and session.milliseconds_since_last_unsubscribe > ABANDON_MS
+
+    def _on_destroyed(self, _context: SessionContext) -> None:
+        log.debug("dashboard session destroyed; leaving the hub")
+        self.close()

@@ -1,0 +1,48 @@
+"""The HTML page around the Bokeh document: page CSS and the reload watchdog.
+
+The watchdog (``static/watchdog.js``) listens for BokehJS's
+``connection_lost`` document event, polls the server's health endpoint and
+reloads the page when the server answers, so a lab screen recovers from a
+server restart on its own. The page also declares an empty favicon so the
+browser makes no request that could fail.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from importlib import resources
+
+from jinja2 import Environment, Template
+
+STALL_MS = 8000
+"""The page reloads (once the server answers) when the heartbeat stops this long."""
+
+_PAGE = """{% extends base %}
+{% block preamble %}
+<link rel="icon" href="data:,">
+<style>{{ labscreen_css }}</style>
+{% endblock %}
+{% block postamble %}
+<script>window.LABSCREEN = {{ labscreen_config }};</script>
+<script>{{ labscreen_watchdog }}</script>
+{% endblock %}
+"""
+
+
+@cache
+def watchdog_js() -> str:
+    """The watchdog script's source."""
+    return resources.files("monitor.dashboard").joinpath("static/watchdog.js").read_text(encoding="utf-8")
+
+
+@cache
+def page_template() -> Template:
+    """The Jinja template Bokeh renders the page with (extends Bokeh's own)."""
+    return Environment(autoescape=False).from_string(_PAGE)
+
+
+def page_variables(css: str, healthz_path: str, kiosk: bool) -> dict[str, str]:
+    """Template variables for one session's page."""
+    config = json.dumps({"healthz": healthz_path, "kiosk": kiosk, "stall_ms": STALL_MS}).replace("</", "<\\/")
+    return {"labscreen_css": css, "labscreen_config": config, "labscreen_watchdog": watchdog_js()}

@@ -1,0 +1,92 @@
+"""Light and dark looks, and the lab-screen (kiosk) variant of the dark one.
+
+A ``Look`` bundles the Bokeh ``Theme`` for plots, the colours the panels use
+in their own HTML (status badges, empty states) and the page CSS the
+template puts around the document. Kiosk mode is dark with large type so a
+run's status and staleness read across a room.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from bokeh.palettes import Category10_10
+from bokeh.themes import Theme
+
+from monitor.store.base import RunStatus
+
+RUN_COLORS: tuple[str, ...] = tuple(Category10_10)
+"""One colour per compared run, in the order the runs are picked."""
+
+
+@dataclass(frozen=True)
+class Look:
+    """Everything that differs between light, dark and kiosk."""
+
+    name: str
+    dark: bool
+    scale: float
+    background: str
+    panel: str
+    text: str
+    muted: str
+    grid: str
+    status_colors: dict[str, str]
+
+    def px(self, size: float) -> str:
+        """A CSS font size scaled for this look, e.g. ``look.px(14)`` -> ``"14px"``."""
+        return f"{round(size * self.scale)}px"
+
+    def status_color(self, status: RunStatus | None) -> str:
+        """Badge colour of a run status (grey for none)."""
+        return self.status_colors.get(status or "", self.muted)
+
+    def bokeh_theme(self) -> Theme:
+        """The Bokeh theme for plots and axes in this look."""
+        return Theme(json=_theme_json(self))
+
+    def page_css(self) -> str:
+        """CSS for the page around the Bokeh roots."""
+        return (
+            f"html, body {{ background: {self.background}; color: {self.text}; "
+            f"font-family: system-ui, sans-serif; font-size: {self.px(14)}; }}"
+        )
+
+
+_STATUS = {"running": "#2ca02c", "finished": "#1f77b4", "crashed": "#d62728", "stale": "#ff7f0e"}
+LIGHT = Look("light", False, 1.0, "#ffffff", "#ffffff", "#222222", "#6b6b6b", "#e5e5e5", _STATUS)
+DARK = Look("dark", True, 1.0, "#15191e", "#1d232a", "#e6e6e6", "#9aa4ae", "#2e3740", _STATUS)
+KIOSK = Look("kiosk", True, 1.6, "#0b0e12", "#12171d", "#f2f2f2", "#a5afb9", "#27303a", _STATUS)
+
+
+def look_for(kiosk: bool, dark: bool) -> Look:
+    """The look of a session: kiosk wins over dark, dark over light."""
+    if kiosk:
+        return KIOSK
+    return DARK if dark else LIGHT
+
+
+def _theme_json(look: Look) -> dict[str, Any]:
+    text = {"text_color": look.text, "text_font_size": look.px(15)}
+    axis = {
+        "axis_label_text_color": look.text, "major_label_text_color": look.muted,
+        "major_label_text_font_size": look.px(12), "axis_label_text_font_size": look.px(13),
+        "axis_line_color": look.muted, "major_tick_line_color": look.muted, "minor_tick_line_color": look.muted,
+    }  # fmt: skip
+    return {
+        "attrs": {
+            "Plot": {
+                "background_fill_color": look.panel, "border_fill_color": look.panel,
+                "outline_line_color": look.grid,
+            },
+            "Title": text,
+            "Axis": axis,
+            "Grid": {"grid_line_color": look.grid, "grid_line_alpha": 1.0},
+            "Legend": {
+                "background_fill_color": look.panel, "background_fill_alpha": 0.7, "border_line_alpha": 0,
+                "label_text_color": look.text, "label_text_font_size": look.px(11),
+            },
+            "Text": {"text_color": look.text},
+        }
+    }  # fmt: skip

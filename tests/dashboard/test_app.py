@@ -1,0 +1,226 @@
+"""The dashboard in real headless Chromium against a real server and real producers.
+
+Every value is read back from the page's own Bokeh models
+(``Bokeh.documents[0]``); every wait is on a condition.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+from producers.client import Monitor
+from tests.dashboard.conftest import FIND_JS, Viewer
+from tests.serving import ServerThread
+
+pytestmark = pytest.mark.browser
+SELECT_JS = "(runs) => { __find('run-picker').value = runs; return true }"
+
+
+def wait_until(condition: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
+    """Poll ``condition`` (a cheap read of server state) until truthy or fail."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        threading.Event().wait(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def subscribers(server: ServerThread) -> int:
+    return server.call(lambda: server.running.hub.subscriber_count)
+
+
+def test_empty_server_says_what_is_missing(server: ServerThread, viewers: Callable[..., Viewer]) -> None:
+    viewer = viewers(server.url + "/")
+    assert "No runs yet" in (viewer.text("header-run") or "")
+    assert "No training curves yet" in (viewer.text("curves-empty") or "")
+    assert "No events yet" in (viewer.text("events") or "")
+
+
+def test_curves_header_events_and_runs_show_pushed_values(
+    server: ServerThread, viewers: Callable[..., Viewer], monitors: Callable[..., Monitor]
+) -> None:
+    monitor = monitors("alpha", config={"total_steps": 1000, "batch_size": 32})
+    for step in range(20):
+        monitor.log({"loss": 1.0 / (step + 1), "val_loss": 2.0 / (step + 1), "epoch": step // 10}, step=step)
+    viewer = viewers(server.url + "/?run=alpha")
+    assert viewer.wait_column_length("scalars:alpha:loss", "step", 20) == list(range(20))
+    assert viewer.column("scalars:alpha:loss", "value") == pytest.approx([1.0 / (s + 1) for s in range(20)])
+
+    for step in range(20, 25):
+        monitor.log({"loss": 1.0 / (step + 1), "val_loss": 2.0 / (step + 1)}, step=step)
+    monitor.event("checkpoint saved", level="info")
+    assert viewer.wait_column_length("scalars:alpha:val_loss", "step", 25)[-5:] == [20, 21, 22, 23, 24]
+    assert viewer.column("scalars:alpha:val_loss", "value")[-1] == pytest.approx(2.0 / 25)
+    viewer.wait_text("header-step", "<b>24</b> / 1,000")
+    viewer.wait_text("header-status", "RUNNING")
+    viewer.wait_text("events", "checkpoint saved")
+    viewer.wait_text("header-epoch", "epoch <b>1</b>")
+    viewer.wait("() => Array.from(__find('runs-table').data.name).includes('alpha')")
+
+    monitor.finish()
+    viewer.wait_text("header-status", "FINISHED")
+    viewer.wait_text("events", "run finished")
+    viewer.wait("() => __find('runs-table').data.status[0] === 'finished'")
+
+
+def test_two_tabs_both_receive_every_update(
+    server: ServerThread, viewers: Callable[..., Viewer], monitors: Callable[..., Monitor]
+) -> None:
+    monitor = monitors("shared")
+    monitor.log({"loss": 1.0}, step=0)
+    tabs = [viewers(server.url + "/?run=shared") for _ in range(2)]
+    for tab in tabs:
+        tab.wait_column_length("scalars:shared:loss", "step", 1)
+    for step in range(1, 40):
+        monitor.log({"loss": float(step)}, step=step)
+    for tab in tabs:
+        assert tab.wait_column_length("scalars:shared:loss", "step", 40) == list(range(40))
+        assert tab.column("scalars:shared:loss", "value") == [1.0, *map(float, range(1, 40))]
+
+
+def test_run_switch_and_compare(
+    server: ServerThread, viewers: Callable[..., Viewer], monitors: Callable[..., Monitor]
+) -> None:
+    first, second = monitors("first"), monitors("second")
+    first.log({"loss": 1.0, "accuracy": 0.5}, step=0)
+    second.log({"loss": 3.0}, step=0)
+    viewer = viewers(server.url + "/?run=first")
+    viewer.wait_column_length("scalars:first:loss", "step", 1)
+    assert viewer.column("scalars:second:loss", "step") is None
+
+    viewer.page.evaluate(SELECT_JS, ["first", "second"])
+    assert viewer.wait_column_length("scalars:second:loss", "value", 1) == [3.0]
+    second.log({"loss": 2.0}, step=1)
+    first.log({"loss": 0.5}, step=1)
+    assert viewer.wait_column_length("scalars:second:loss", "value", 2) == [3.0, 2.0]
+    assert viewer.wait_column_length("scalars:first:loss", "value", 2) == [1.0, 0.5]
+    viewer.wait("() => __find('runs-table').selected.indices.length === 2")
+
+    viewer.page.evaluate(SELECT_JS, ["second"])
+    viewer.wait("() => __find('scalars:first:loss') === null")
+    viewer.wait_text("header-run", "second")
+    assert viewer.column("scalars:second:loss", "value") == [3.0, 2.0]
+
+
+def test_history_and_live_meet_without_gap_or_duplicate(
+    server: ServerThread, viewers: Callable[..., Viewer], monitors: Callable[..., Monitor]
+) -> None:
+    total = 1500
+    monitor = monitors("fast")
+    started = threading.Event()
+
+    def produce() -> None:
+        for step in range(total):
+            monitor.log({"loss": float(step)}, step=step)
+            if step == 300:
+                started.set()
+            if step % 10 == 0:
+                threading.Event().wait(0.002)  # ~5,000 points/s, still streaming while the tab opens
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    try:
+        started.wait(10)
+        viewer = viewers(server.url + "/?run=fast")
+        steps = viewer.wait_column_length("scalars:fast:loss", "step", total, timeout=30_000)
+    finally:
+        producer.join()
+    assert steps == list(range(total))
+    assert viewer.column("scalars:fast:loss", "value") == [float(s) for s in range(total)]
+
+
+def test_closed_tab_leaves_the_hub(
+    server: ServerThread, browser: Any, viewers: Callable[..., Viewer], monitors: Callable[..., Monitor]
+) -> None:
+    monitors("watched").log({"loss": 1.0}, step=0)
+    viewers(server.url + "/?run=watched").wait_column_length("scalars:watched:loss", "step", 1)
+    before = subscribers(server)
+    context = browser.new_context()
+    try:
+        viewer = Viewer(context.new_page(), []).open(server.url + "/?run=watched")
+        viewer.wait_column_length("scalars:watched:loss", "step", 1)
+        assert subscribers(server) == before + 1
+    finally:
+        context.close()
+    wait_until(lambda: subscribers(server) == before, timeout=15, what="the closed tab to unsubscribe")
+
+
+def test_kiosk_follows_a_newly_started_run(
+    server: ServerThread, viewers: Callable[..., Viewer], monitors: Callable[..., Monitor]
+) -> None:
+    monitors("old-run").log({"loss": 1.0}, step=0)
+    viewer = viewers(server.url + "/?kiosk=1")
+    viewer.wait_text("header-run", "old-run")
+    newer = monitors("new-run")
+    newer.log({"loss": 5.0}, step=0)
+    viewer.wait_text("header-run", "new-run")
+    assert viewer.wait_column_length("scalars:new-run:loss", "value", 1) == [5.0]
+
+
+def test_page_reloads_itself_after_server_restart(
+    server: ServerThread, viewers: Callable[..., Viewer], monitors: Callable[..., Monitor]
+) -> None:
+    allowed = ("ERR_CONNECTION_REFUSED", "WebSocket", "websocket", "Lost websocket")
+    monitors("durable").log({"loss": 1.0}, step=0)
+    viewer = viewers(server.url + "/?run=durable", allowed_errors=allowed)
+    viewer.wait_column_length("scalars:durable:loss", "step", 1)
+    viewer.page.evaluate("() => { window.__before_restart = true }")
+    server.restart()
+    viewer.wait(
+        "() => window.__before_restart === undefined && window.Bokeh !== undefined && Bokeh.documents.length > 0",
+        timeout=45_000,
+    )
+    viewer.page.evaluate(FIND_JS)
+    assert viewer.wait_column_length("scalars:durable:loss", "value", 1) == [1.0]
+
+
+def test_weights_predictions_data_and_model_panels_show_pushed_values(
+    server: ServerThread, viewers: Callable[..., Viewer], monitors: Callable[..., Monitor]
+) -> None:
+    rng = np.random.default_rng(0)
+    monitor = monitors("panels")
+    monitor.log({"loss": 1.0}, step=0)
+    monitor.histogram("dense/kernel", (np.linspace(-1, 1, 5), np.array([1.0, 2.0, 3.0, 4.0])), step=0)
+    y_true = np.array([0, 1, 2, 1])
+    outputs = np.array([[0.8, 0.1, 0.1], [0.2, 0.7, 0.1], [0.1, 0.2, 0.7], [0.6, 0.3, 0.1]])
+    monitor.predictions("validation", y_true, outputs, step=0, classes=["cat", "dog", "eel"])
+    features = rng.normal(size=(200, 2))
+    monitor.data_summary(
+        features, labels=rng.integers(0, 3, 200), feature_names=["height", "width"], label_names=["a", "b", "c"]
+    )
+    monitor.graph(
+        [{"name": "input", "type": "InputLayer", "output_shape": "(None, 2)", "params": 0, "trainable": 0},
+         {"name": "dense", "type": "Dense", "output_shape": "(None, 3)", "params": 9, "trainable": 9}],
+        [("input", "dense")],
+    )  # fmt: skip
+    viewer = viewers(server.url + "/?run=panels")
+
+    assert viewer.wait_column_length("weights-current", "top", 4) == [1.0, 2.0, 3.0, 4.0]
+    monitor.histogram("dense/kernel", (np.linspace(-1, 1, 5), np.array([4.0, 3.0, 2.0, 1.0])), step=1)
+    viewer.wait("() => __find('weights-current').data.top[0] === 4")
+    assert viewer.wait_column_length("weights-bands", "step", 2) == [0.0, 1.0]
+    assert viewer.column("weights-bands", "p50") == pytest.approx(
+        [1 / 3, -1 / 3]
+    )  # median of counts 1,2,3,4 on [-1, 1]
+
+    assert viewer.wait_column_length("predictions-classes", "cls", 3) == ["cat", "dog", "eel"]
+    assert viewer.column("predictions-classes", "mean_prob") == pytest.approx(outputs.mean(axis=0).tolist())
+    assert viewer.column("predictions-classes", "true_freq") == pytest.approx([0.25, 0.5, 0.25])
+    assert viewer.column("predictions-confusion", "count") == [1, 0, 0, 1, 1, 0, 0, 0, 1]
+    monitor.predictions("validation", y_true, np.eye(3)[y_true] * 0.9 + 0.1 / 3, step=1, classes=["cat", "dog", "eel"])
+    viewer.wait("() => __find('predictions-confusion').data.count[3] === 0")
+
+    assert viewer.wait_column_length("data-labels", "label", 3) == ["a", "b", "c"]
+    assert sum(viewer.column("data-labels", "count") or []) == 200
+    assert viewer.wait_column_length("data-scatter", "x", 1)
+    assert viewer.wait_column_length("model-nodes", "name", 2) == ["input", "dense"]
+    assert viewer.column("model-nodes", "y") == [0.0, -1.0]
+    viewer.wait_text("model-total", "9</b> parameters")

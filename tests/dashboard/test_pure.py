@@ -1,0 +1,129 @@
+"""Unit tests of the dashboard's pure parts: grouping, smoothing, percentiles, layout, feed, seam."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+from monitor.dashboard.dag import layer_of, layered_layout
+from monitor.dashboard.feed import Feed
+from monitor.dashboard.grouping import group_metrics, is_validation
+from monitor.dashboard.history import RunHistory, after_history
+from monitor.dashboard.percentiles import histogram_percentiles, resample_counts
+from monitor.dashboard.smoothing import ema
+from monitor.hub import Hub
+from monitor.store.base import ScalarSeries
+from monitor.wire import Event, Hello, Scalars
+
+
+def test_group_metrics_pairs_validation_and_orders_charts() -> None:
+    groups = group_metrics(
+        ["val_loss", "lr", "loss", "accuracy", "val_accuracy", "zeta", "grad_norm", "epoch", "train/acc2"]
+    )
+    assert groups == {
+        "loss": ["loss", "val_loss"], "accuracy": ["accuracy", "val_accuracy"], "acc2": ["train/acc2"],
+        "zeta": ["zeta"], "learning rate": ["lr"], "gradient norm": ["grad_norm"],
+    }  # fmt: skip
+    assert is_validation("val_loss") and not is_validation("loss")
+
+
+def test_ema_is_debiased_skips_nonfinite_and_continues() -> None:
+    values = np.array([1.0, 1.0, np.nan, 1.0])
+    smooth, state = ema(values, 0.9)
+    assert smooth[[0, 1, 3]] == pytest.approx([1.0, 1.0, 1.0]) and np.isnan(smooth[2])
+    whole, _ = ema(np.arange(10.0), 0.6)
+    head, cont = ema(np.arange(5.0), 0.6)
+    tail, _ = ema(np.arange(5.0, 10.0), 0.6, cont)
+    assert np.concatenate([head, tail]) == pytest.approx(whole)
+    assert ema(np.array([3.0, 5.0]), 0.0)[0] == pytest.approx([3.0, 5.0])
+    with pytest.raises(ValueError, match="smoothing weight"):
+        ema(values, 1.0)
+    assert state.count == 3
+
+
+def test_histogram_percentiles_interpolate_within_bins() -> None:
+    edges, counts = np.linspace(0.0, 4.0, 5), np.array([1.0, 1.0, 1.0, 1.0])
+    assert histogram_percentiles(edges, counts, (0.0, 0.5, 1.0)) == pytest.approx([0.0, 2.0, 4.0])
+    assert histogram_percentiles(np.array([0.0, 1.0, 2.0]), np.array([0.0, 2.0]), (0.0, 0.5)) == pytest.approx(
+        [1.0, 1.5]
+    )
+    assert np.isnan(histogram_percentiles(edges, np.zeros(4))).all()
+
+
+def test_resample_counts_keeps_mass_on_a_covering_grid() -> None:
+    out = resample_counts(np.array([0.0, 1.0, 2.0]), np.array([2.0, 4.0]), np.linspace(0.0, 2.0, 5))
+    assert out == pytest.approx([1.0, 1.0, 2.0, 2.0])
+
+
+def test_layered_layout_rows_by_longest_path_and_survives_cycles() -> None:
+    nodes = ["in", "a", "b", "add", "out"]
+    edges = [("in", "a"), ("in", "b"), ("a", "add"), ("b", "add"), ("in", "add"), ("add", "out")]
+    assert layer_of(nodes, edges) == {"in": 0, "a": 1, "b": 1, "add": 2, "out": 3}
+    positions = layered_layout(nodes, edges)
+    assert positions["in"] == (0.0, 0.0) and positions["out"] == (0.0, -3.0)
+    assert {positions["a"][0], positions["b"][0]} == {-0.5, 0.5}
+    assert layer_of(["x", "y"], [("x", "y"), ("y", "x")]) == {"x": 0, "y": 0}
+
+
+class _Scheduler:
+    def __init__(self) -> None:
+        self.next_tick: list[Callable[[], None]] = []
+        self.timeouts: list[tuple[Callable[[], None], int]] = []
+
+    def add_next_tick_callback(self, callback: Callable[[], None]) -> Any:
+        self.next_tick.append(callback)
+
+    def add_timeout_callback(self, callback: Callable[[], None], timeout_milliseconds: int) -> Any:
+        self.timeouts.append((callback, timeout_milliseconds))
+
+
+def _scalars(run: str, seq: int, steps: list[int], names: tuple[str, ...] = ("loss",)) -> Scalars:
+    n = len(steps)
+    return Scalars(
+        run,
+        seq,
+        names,
+        np.array(steps, dtype=np.int64),
+        np.zeros(n),
+        np.zeros(n, dtype=np.int64),
+        np.arange(n, dtype=np.float64),
+    )
+
+
+def test_feed_flushes_first_message_next_tick_then_coalesces_and_unsubscribes() -> None:
+    hub, scheduler, delivered = Hub(), _Scheduler(), []
+    feed = Feed(hub, scheduler, delivered.append, min_interval=60.0)
+    feed.follow(["a"])
+    hub.publish(_scalars("b", 1, [0]))
+    assert not scheduler.next_tick
+    hub.publish(_scalars("a", 1, [0]))
+    hub.publish(_scalars("a", 2, [1]))
+    assert len(scheduler.next_tick) == 1
+    scheduler.next_tick.pop()()
+    assert [len(batch) for batch in delivered] == [2]
+    hub.publish(_scalars("a", 3, [2]))
+    assert len(scheduler.timeouts) == 1 and scheduler.timeouts[0][1] > 0
+    assert hub.subscriber_count == 1
+    feed.close()
+    assert hub.subscriber_count == 0 and feed.closed
+
+
+def test_after_history_drops_overlap_per_series_and_keeps_the_rest() -> None:
+    history = RunHistory(
+        run="a",
+        scalars={"loss": ScalarSeries("a", "loss", np.array([0, 1, 2]), np.zeros(3), np.zeros(3))},
+        events=[Event("a", 4, 1, 10.0, "info", "saved")],
+    )
+    both = _scalars("a", 5, [2, 3, 2, 3], names=("loss", "acc"))
+    both = Scalars("a", 5, ("loss", "acc"), both.steps, both.wall, np.array([0, 0, 1, 1]), both.values)
+    kept = after_history(
+        [_scalars("a", 4, [1, 2]), both, Event("a", 4, 1, 10.0, "info", "saved"), Hello("a", "s")], history
+    )
+    assert len(kept) == 2
+    trimmed = kept[0]
+    assert isinstance(trimmed, Scalars)
+    assert trimmed.steps.tolist() == [3, 2, 3] and trimmed.index.tolist() == [0, 1, 1]
+    assert isinstance(kept[1], Hello)

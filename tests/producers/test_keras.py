@@ -1,0 +1,319 @@
+"""MonitorCallback against a real labscreen server, with real TensorFlow training.
+
+Synchronisation: ``fit`` returns after ``on_train_end`` has finished the run,
+and ``Monitor.finish`` returns once the server acknowledged (persisted) every
+frame, so the store can be read right after ``fit``. Models are tiny and
+trained for two short epochs so the file runs in well under a minute.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras
+import numpy as np
+import pytest
+
+from monitor.store.base import RunStore
+from producers.keras import MonitorCallback
+from producers.keras_run import variable_name
+from tests.serving import ServerThread, free_port
+
+pytestmark = pytest.mark.tf
+
+BATCH, SAMPLES, EPOCHS = 16, 96, 2
+STEPS = EPOCHS * SAMPLES // BATCH
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerThread]:
+    thread = ServerThread(tmp_path / "store.sqlite").start()
+    yield thread
+    thread.stop()
+
+
+def store_of(server: ServerThread) -> RunStore:
+    store: RunStore = server.running.store
+    return store
+
+
+def only_run(store: RunStore) -> str:
+    runs = store.list_runs()
+    assert len(runs) == 1, runs
+    return runs[0].id
+
+
+def tabular(seed: int = 0, features: int = 6, classes: int = 3) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(SAMPLES, features)).astype("float32")
+    return x, (np.abs(x[:, 0] * 2).astype("int64") % classes)
+
+
+def mlp() -> keras.Model:
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((6,)),
+            keras.layers.Dense(8, activation="relu", name="hidden"),
+            keras.layers.Dense(3, activation="softmax", name="out"),
+        ]
+    )
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def fit(model: keras.Model, x: Any, y: Any, callback: MonitorCallback, **kwargs: Any) -> keras.callbacks.History:
+    return model.fit(x, y, batch_size=BATCH, epochs=EPOCHS, verbose=0, callbacks=[callback], **kwargs)
+
+
+def assert_scalars_every_batch(store: RunStore, run: str, names: list[str]) -> None:
+    for name in names:
+        series = store.scalars(run, name)
+        assert series.steps.tolist() == list(range(1, STEPS + 1)), name
+
+
+def assert_weight_histograms(store: RunStore, run: str, model: keras.Model, every: int) -> None:
+    expected = {f"weights/{variable_name(model, v)}" for v in model.trainable_variables}
+    assert expected <= set(store.histogram_names(run))
+    for name in expected:
+        assert [h.step for h in store.histograms(run, name)] == list(range(every, STEPS + 1, every)), name
+
+
+def assert_graph(store: RunStore, run: str, names: set[str], edges: set[tuple[str, str]]) -> None:
+    graph = store.graph(run)
+    assert graph is not None
+    assert {n.name for n in graph.nodes} == names
+    assert set(graph.edges) == edges
+
+
+def test_mlp_classifier_lands_everything(server: ServerThread) -> None:
+    x, y = tabular()
+    model = mlp()
+    callback = MonitorCallback(
+        server.url, name="mlp", histograms_every=4, predictions=(x[:20], y[:20]), predictions_every=3,
+        classes=["a", "b", "c"], embedding_layer="hidden", gradients=True, batch_size=BATCH,
+    )  # fmt: skip
+    fit(model, x, y, callback, validation_split=0.25)
+    store = store_of(server)
+    run = only_run(store)
+    info = store.get_run(run)
+    assert info.status == "finished"
+    assert info.config["epochs"] == EPOCHS and info.config["params_trainable"] == model.count_params()
+    assert info.config["optimizer"]["class"] == "Adam" and info.config["batch_size"] == BATCH
+    steps = EPOCHS * int(np.ceil(72 / BATCH))
+    assert store.scalars(run, "loss").steps.tolist() == list(range(1, steps + 1))
+    for name in ("accuracy", "learning_rate", "step_time", "samples_per_sec", "epoch"):
+        assert len(store.scalars(run, name).steps) == steps, name
+    assert len(store.scalars(run, "val_loss").steps) == EPOCHS
+    weights = {f"weights/{variable_name(model, v)}" for v in model.trainable_variables}
+    gradients = {f"gradients/{variable_name(model, v)}" for v in model.trainable_variables}
+    assert weights | gradients <= set(store.histogram_names(run))
+    assert [h.step for h in store.histograms(run, "weights/hidden/kernel")] == list(range(4, steps + 1, 4))
+    assert store.histograms(run, "gradients/out/bias")[-1].max != 0.0
+    assert len(store.scalars(run, "update_ratio/hidden/kernel").steps) == len(range(4, steps + 1, 4)) - 1
+    latest = store.predictions(run, limit=100)
+    assert [p.step for p in latest] == list(range(3, steps + 1, 3))
+    assert latest[-1].outputs.shape == (20, 3) and latest[-1].classes == ("a", "b", "c")
+    assert latest[-1].embedding is not None and latest[-1].embedding.shape == (20, 2)
+    np.testing.assert_allclose(latest[-1].outputs.sum(axis=1), 1.0, rtol=1e-5)
+    assert_graph(store, run, {"hidden", "out"}, {("hidden", "out")})
+    summary = store.data_summaries(run)[0]
+    assert summary.counts.shape == (6, 32) and summary.label_counts is not None
+    assert summary.label_counts.sum() == 20
+
+
+def test_small_cnn(server: ServerThread) -> None:
+    keras.utils.set_random_seed(0)
+    x = np.random.default_rng(1).random((SAMPLES, 8, 8, 1)).astype("float32")
+    y = (x.mean(axis=(1, 2, 3)) > 0.5).astype("int64")
+    model = keras.Sequential([
+        keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3, activation="relu", name="conv"),
+        keras.layers.MaxPooling2D(name="pool"), keras.layers.Flatten(name="flat"),
+        keras.layers.Dense(2, activation="softmax", name="out"),
+    ])  # fmt: skip
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    callback = MonitorCallback(server.url, histograms_every=3, predictions=(x[:10], y[:10]), predictions_every=4)
+    fit(model, x, y, callback)
+    store = store_of(server)
+    run = only_run(store)
+    assert_scalars_every_batch(store, run, ["loss", "learning_rate"])
+    assert_weight_histograms(store, run, model, 3)
+    assert store.predictions(run)[-1].outputs.shape == (10, 2)
+    assert_graph(store, run, {"conv", "pool", "flat", "out"}, {("conv", "pool"), ("pool", "flat"), ("flat", "out")})
+    names = {s.name for s in store.data_summaries(run)}
+    assert names == {"train", "train/pixels"}
+
+
+def test_two_input_functional_with_shared_layer(server: ServerThread) -> None:
+    keras.utils.set_random_seed(0)
+    a, b = keras.Input((4,), name="a"), keras.Input((4,), name="b")
+    shared = keras.layers.Dense(5, name="shared")
+    merged = keras.layers.Concatenate(name="cat")([shared(a), shared(b)])
+    model = keras.Model([a, b], keras.layers.Dense(1, name="out")(merged))
+    model.compile("adam", "mse")
+    rng = np.random.default_rng(2)
+    xa, xb = rng.normal(size=(SAMPLES, 4)).astype("float32"), rng.normal(size=(SAMPLES, 4)).astype("float32")
+    y = (xa.sum(axis=1) - xb.sum(axis=1)).astype("float32")
+    callback = MonitorCallback(server.url, histograms_every=6, predictions=([xa[:12], xb[:12]], y[:12]))
+    fit(model, [xa, xb], y, callback)
+    store = store_of(server)
+    run = only_run(store)
+    assert_scalars_every_batch(store, run, ["loss"])
+    assert_weight_histograms(store, run, model, 6)
+    nodes = {"a", "b", "shared", "cat", "out"}
+    assert_graph(store, run, nodes, {("a", "shared"), ("b", "shared"), ("shared", "cat"), ("cat", "out")})
+    assert {s.name for s in store.data_summaries(run)} == {"train/0", "train/1"}
+
+
+class Residual(keras.Model):  # type: ignore[misc]
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = keras.layers.Dense(6, activation="relu")
+        self.head = keras.layers.Dense(3, activation="softmax")
+
+    def call(self, x: Any) -> Any:
+        return self.head(self.inner(x) + x)
+
+
+def test_subclassed_model_sends_its_layer_list(server: ServerThread) -> None:
+    keras.utils.set_random_seed(0)
+    x, y = tabular(3)
+    model = Residual()
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    callback = MonitorCallback(server.url, histograms_every=4, predictions=(x[:8], y[:8]), predictions_every=6)
+    fit(model, x, y, callback)
+    store = store_of(server)
+    run = only_run(store)
+    assert_scalars_every_batch(store, run, ["loss", "accuracy"])
+    assert_weight_histograms(store, run, model, 4)
+    assert [p.outputs.shape for p in store.predictions(run, limit=10)] == [(8, 3), (8, 3)]
+    assert_graph(store, run, {layer.name for layer in model.layers}, set())
+
+
+def test_regressor_predictions_match_targets(server: ServerThread) -> None:
+    keras.utils.set_random_seed(0)
+    x = np.random.default_rng(4).normal(size=(SAMPLES, 3)).astype("float32")
+    y = (x @ np.array([1.0, -2.0, 0.5])).astype("float32")
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1, name="linear")])
+    model.compile(keras.optimizers.SGD(keras.optimizers.schedules.ExponentialDecay(0.1, 4, 0.5)), "mse")
+    callback = MonitorCallback(server.url, histograms_every=12, predictions=(x[:16], y[:16]), predictions_every=6)
+    fit(model, x, y, callback)
+    store = store_of(server)
+    run = only_run(store)
+    assert_weight_histograms(store, run, model, 12)
+    latest = store.predictions(run)[-1]
+    assert latest.task == "regression" and latest.outputs.shape == latest.y_true.shape == (16,)
+    rates = store.scalars(run, "learning_rate")
+    np.testing.assert_allclose(rates.values, 0.1 * 0.5 ** ((rates.steps - 1) / 4), rtol=1e-5)
+    summary = store.data_summaries(run)[0]
+    assert summary.feature_names == ("x0", "x1", "x2", "target")
+
+
+def test_no_server_costs_one_warning_and_no_steps(caplog: pytest.LogCaptureFixture) -> None:
+    x, y = tabular()
+    model = mlp()
+    callback = MonitorCallback(f"http://127.0.0.1:{free_port()}", histograms_every=2, finish_timeout=0.5,
+                               predictions=(x[:8], y[:8]), predictions_every=2)  # fmt: skip
+    with caplog.at_level(logging.WARNING):
+        fit(model, x, y, callback)
+    assert int(model.optimizer.iterations) == STEPS
+    labscreen = [r for r in caplog.records if r.name.startswith(("producers", "monitor"))]
+    assert len(labscreen) == 1, [r.getMessage() for r in labscreen]
+
+
+class StopServer(keras.callbacks.Callback):  # type: ignore[misc]
+    """Kills the server after one batch and brings it back a few batches later."""
+
+    def __init__(self, server: ServerThread, stop_at: int, start_at: int) -> None:
+        super().__init__()
+        self.server, self.stop_at, self.start_at, self.seen = server, stop_at, start_at, 0
+
+    def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+        self.seen += 1
+        if self.seen == self.stop_at:
+            self.server.stop()
+        elif self.seen == self.start_at:
+            self.server.start()
+
+
+def test_server_killed_and_restarted_loses_nothing(server: ServerThread) -> None:
+    x, y = tabular()
+    model = mlp()
+    callback = MonitorCallback(server.url, histograms_every=2, predictions=(x[:8], y[:8]), predictions_every=2)
+    model.fit(x, y, batch_size=BATCH, epochs=EPOCHS, verbose=0,
+              callbacks=[callback, StopServer(server, 3, STEPS - 2)])  # fmt: skip
+    store = store_of(server)
+    run = only_run(store)
+    assert store.get_run(run).status == "finished"
+    assert_scalars_every_batch(store, run, ["loss", "accuracy"])
+    assert_weight_histograms(store, run, model, 2)
+    assert [p.step for p in store.predictions(run, limit=100)] == list(range(2, STEPS + 1, 2))
+
+
+def nan_data() -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    x, _ = tabular()
+    y = np.zeros((SAMPLES, 1), "float32")
+    y[BATCH * 2 :] = np.nan
+    return x, y
+
+
+def regressor() -> keras.Model:
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    return model
+
+
+@pytest.mark.parametrize("stop", [False, True])
+def test_nan_loss_sends_an_event_and_can_stop(server: ServerThread, stop: bool) -> None:
+    x, y = nan_data()
+    model = regressor()
+    model.fit(x, y, batch_size=BATCH, epochs=EPOCHS, verbose=0, shuffle=False,
+              callbacks=[MonitorCallback(server.url, stop_on_nan=stop)])  # fmt: skip
+    store = store_of(server)
+    run = only_run(store)
+    texts = [e.text for e in store.events(run)]
+    assert any("loss is nan at step 3" in t for t in texts), texts
+    assert int(model.optimizer.iterations) == (3 if stop else STEPS)
+
+
+class Exploding(keras.utils.PyDataset):  # type: ignore[misc]
+    def __init__(self, fail_at: int) -> None:
+        super().__init__()
+        self.x, self.y = tabular()
+        self.fail_at = fail_at
+
+    def __len__(self) -> int:
+        return SAMPLES // BATCH
+
+    def __getitem__(self, index: int) -> tuple[Any, Any]:
+        if index == self.fail_at:
+            raise RuntimeError("disk on fire")
+        return self.x[index * BATCH : (index + 1) * BATCH], self.y[index * BATCH : (index + 1) * BATCH]
+
+
+def test_exception_in_training_marks_the_run_crashed(server: ServerThread) -> None:
+    model = mlp()
+    with pytest.raises(Exception, match="disk on fire"):  # TensorFlow wraps it in its UnknownError
+        model.fit(Exploding(3), epochs=EPOCHS, verbose=0, callbacks=[MonitorCallback(server.url)])
+    store = store_of(server)
+    run = only_run(store)
+    assert store.get_run(run).status == "crashed"
+    steps = store.scalars(run, "loss").steps.tolist()
+    assert steps == list(range(1, len(steps) + 1)) and len(steps) < SAMPLES // BATCH
+
+
+def test_misconfiguration_fails_at_construction() -> None:
+    with pytest.raises(ValueError, match="exactly one"):
+        MonitorCallback()
+    with pytest.raises(ValueError, match="embedding_layer needs"):
+        MonitorCallback("http://127.0.0.1:1", embedding_layer="hidden")
+    with pytest.raises(ValueError, match=r"1\.\.1000 samples"):
+        MonitorCallback("http://127.0.0.1:1", predictions=(np.zeros((5, 2)), np.zeros(4)))
+    with pytest.raises(ValueError, match="histograms_every"):
+        MonitorCallback("http://127.0.0.1:1", histograms_every=0)
