@@ -21,8 +21,9 @@ from monitor.wire.limits import MAX_JSON_DEPTH, MAX_NAME_LENGTH, MAX_NAMES
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 """Run ids appear in URLs, so they are restricted to a safe alphabet."""
 
-ArrayKind = Literal["int", "float", "bool", "number"]
-_KINDS: dict[str, str] = {"int": "iu", "float": "fiu", "bool": "b", "number": "fiub"}
+ArrayKind = Literal["int", "float", "real", "bool", "number"]
+"""``float`` is widened to float64; ``real`` keeps a sent float16/32/64 and widens only integers."""
+_KINDS: dict[str, str] = {"int": "iu", "float": "fiu", "real": "fiu", "bool": "b", "number": "fiub"}
 _CANONICAL: dict[str, Any] = {"int": np.int64, "float": np.float64, "bool": np.bool_}
 _MISSING = object()
 T = TypeVar("T")
@@ -127,7 +128,9 @@ class FieldReader:
                 "bad_shape",
                 f"array {key!r} must have {' or '.join(map(str, ndim))} dimensions, got shape {list(array.shape)}",
             )
-        canonical = _CANONICAL.get(kind)
+        if kind == "real" and array.dtype.kind == "f":
+            return array
+        canonical = _CANONICAL.get("float" if kind == "real" else kind)
         return array.astype(canonical, copy=False) if canonical is not None else array
 
     def required(self, key: str, kind: ArrayKind, ndim: Sequence[int]) -> np.ndarray[Any, Any]:

@@ -210,7 +210,7 @@ def _read_array(desc: Any, body: memoryview, run: str | None, seq: int) -> tuple
     if not isinstance(name, str):
         raise ProtocolError("bad_header", f"array descriptor needs a string 'name', got {name!r:.80}", run=run, seq=seq)
     dtype = _dtype(name, desc.get("dtype"), run, seq)
-    shape = _shape(name, desc.get("shape"), run, seq)
+    shape, count = _shape(name, desc.get("shape"), run, seq)
     offset, nbytes = desc.get("offset"), desc.get("nbytes")
     if not _is_count(offset) or not _is_count(nbytes) or offset + nbytes > len(body):
         raise ProtocolError(
@@ -219,7 +219,6 @@ def _read_array(desc: Any, body: memoryview, run: str | None, seq: int) -> tuple
             run=run,
             seq=seq,
         )
-    count = int(np.prod(shape, dtype=np.int64))
     if count * dtype.itemsize != nbytes:
         raise ProtocolError(
             "bad_shape",
@@ -251,7 +250,7 @@ def _dtype(name: str, spec: Any, run: str | None, seq: int) -> np.dtype[Any]:
     return dtype
 
 
-def _shape(name: str, spec: Any, run: str | None, seq: int) -> tuple[int, ...]:
+def _shape(name: str, spec: Any, run: str | None, seq: int) -> tuple[tuple[int, ...], int]:
     if not isinstance(spec, list) or len(spec) > 4 or not all(_is_count(d) for d in spec):
         raise ProtocolError(
             "bad_shape", f"array {name!r} has shape {spec!r:.60}; need a list of at most 4 sizes", run=run, seq=seq
@@ -266,4 +265,4 @@ def _shape(name: str, spec: Any, run: str | None, seq: int) -> tuple[int, ...]:
             run=run,
             seq=seq,
         )
-    return tuple(spec)
+    return tuple(spec), count

@@ -5,7 +5,8 @@ Producer to server: ``Hello``, ``Scalars``, ``Histogram``, ``Predictions``,
 ``Welcome``, ``Ack``, ``Error``. Each class knows its wire fields and arrays
 (``wire_fields``/``wire_arrays``) and how to read itself back, validated,
 from a ``FieldReader`` (``read``). Instances are immutable; arrays are numpy
-arrays in their canonical dtype (int64 steps and counts, float64 values).
+arrays in their canonical dtype (int64 steps and counts, float64 values), except that
+prediction outputs, embeddings and data samples keep a float16/32 dtype as sent.
 """
 
 from __future__ import annotations
@@ -222,9 +223,9 @@ class Predictions:
     def read(cls, r: FieldReader) -> Predictions:
         task: Task = r.choice("task", ("classification", "regression"))
         classes = r.names("classes", [])
-        outputs = r.required("outputs", "float", (1, 2))
-        y_true = r.required("y_true", "int" if task == "classification" else "float", (1, 2))
-        embedding = r.array("embedding", "float", (2,), optional=True)
+        outputs = r.required("outputs", "real", (1, 2))
+        y_true = r.required("y_true", "int" if task == "classification" else "real", (1, 2))
+        embedding = r.array("embedding", "real", (2,), optional=True)
         r.rows("'outputs'", {"y_true": y_true, "embedding": embedding}, len(outputs))
         if embedding is not None and embedding.shape[1] != 2:
             raise r.fail("bad_shape", f"'embedding' must be (n, 2), got {list(embedding.shape)}")
@@ -361,7 +362,7 @@ class DataSummary:
         labels, label_counts = r.names("label_names", []), r.array("label_counts", "int", (1,), optional=True)
         if label_counts is not None and len(label_counts) != len(labels):
             raise r.fail("bad_shape", f"{len(label_counts)} label counts for {len(labels)} label names")
-        sample_names, sample = r.names("sample_names", []), r.array("sample", "float", (2,), optional=True)
+        sample_names, sample = r.names("sample_names", []), r.array("sample", "real", (2,), optional=True)
         sample_labels = r.array("sample_labels", "int", (1,), optional=True)
         if sample is not None:
             if sample.shape[1] != len(sample_names):

@@ -295,3 +295,12 @@ def test_graph_edges_must_name_known_nodes() -> None:
 def test_seq_must_be_non_negative_integer() -> None:
     err = error_of(raw_frame({"kind": "ack", "run": "r", "seq": -1}))
     assert err.code == "bad_header" and "'seq'" in err.message
+
+
+def test_float32_predictions_stay_float32_and_int_outputs_widen() -> None:
+    probs = np.full((3, 2), 0.5, dtype=np.float32)
+    decoded = decode(encode(Predictions("r", 1, "p", 0, 0.0, "classification", np.array([0, 1, 0]), probs)))
+    assert isinstance(decoded, Predictions) and decoded.outputs.dtype == np.float32
+    ints = Predictions("r", 2, "p", 0, 0.0, "regression", np.arange(3), np.arange(3))
+    decoded = decode(encode(ints))
+    assert isinstance(decoded, Predictions) and decoded.outputs.dtype == np.float64
