@@ -72,6 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if logging.getLogger().level > logging.DEBUG:
+        logging.getLogger("tornado.access").setLevel(logging.WARNING)  # one line per request is noise
     config = ServerConfig.resolve(
         host=args.host,
         port=args.port,
