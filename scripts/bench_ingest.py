@@ -92,7 +92,7 @@ class Case:
 
     @property
     def table(self) -> str:
-        """The store's table that gets a row per point (scalars) or per frame."""
+        """What the store counts: scalar points (kept in ``scalar_chunks``), or rows of an array table."""
         return {"scalars": "scalars", "histogram": "histograms", "predictions": "predictions"}[self.kind]
 
 
@@ -487,10 +487,16 @@ def _measure(args: argparse.Namespace) -> tuple[list[Row], list[str]]:
 def _check_store(label: str, store: Path, expected: Counter[str]) -> str:
     """Compare the rows a stopped server's store holds with the rows acknowledged to it."""
     with contextlib.closing(sqlite3.connect(store)) as conn:
-        held = {table: int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]) for table in expected}
+        held = {table: _stored_rows(conn, table) for table in expected}
     counts = ", ".join(f"{held[t]:,} {t} rows" for t in expected)
     verdict = "as acknowledged" if held == dict(expected) else f"MISMATCH, acknowledged {dict(expected)}"
     return f"{label}: store holds {counts}: {verdict}"
+
+
+def _stored_rows(conn: sqlite3.Connection, table: str) -> int:
+    """Rows of an array table, or points of ``scalars`` (stored as per-series chunks)."""
+    sql = "SELECT coalesce(sum(count), 0) FROM scalar_chunks" if table == "scalars" else f"SELECT count(*) FROM {table}"
+    return int(conn.execute(sql).fetchone()[0])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

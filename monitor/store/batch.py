@@ -4,7 +4,9 @@ Owns the mapping from each message class to its rows, the series-id cache,
 and the rule that makes storage idempotent: a frame whose seq is not above
 ``streams.last_seq`` of its (run, stream), as read inside the same
 transaction, is refused, so a resent frame is never stored twice, even by a
-later process on the same file.
+later process on the same file. Scalar points of the frames a transaction
+accepts become one ``scalar_chunks`` row per series when it finishes
+(``monitor.store.chunks``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from monitor.store.blobs import to_blob, to_names
+from monitor.store.chunks import INSERT_CHUNK, ChunkBuffer
 from monitor.wire import DataMessage, DataSummary, Event, Finish, Graph, Hello, Histogram, Predictions, Scalars
 
 log = logging.getLogger(__name__)
@@ -40,7 +43,6 @@ _UPSERT_STREAM = """
 INSERT INTO streams (run, stream, last_seq) VALUES (?, ?, ?)
 ON CONFLICT (run, stream) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)
 """
-_INSERT_SCALAR = "INSERT INTO scalars (series_id, step, wall, value) VALUES (?, ?, ?, ?)"
 _INSERT_HISTOGRAM = "INSERT INTO histograms VALUES (NULL" + ", ?" * 16 + ")"
 _INSERT_PREDICTIONS = "INSERT INTO predictions VALUES (NULL" + ", ?" * 15 + ")"
 _INSERT_DATA = "INSERT INTO data_summaries VALUES (NULL" + ", ?" * 22 + ")"
@@ -115,6 +117,7 @@ class _Transaction:
         self.new_series: dict[tuple[str, str, str], int] = {}
         self._last: dict[StreamKey, int] = {}
         self._rows: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+        self._points = ChunkBuffer()
         self._last_step: dict[str, int] = {}
         self._committed = Committed(wall=wall)
         self._handlers: dict[type, Callable[[Any], None]] = {
@@ -143,6 +146,7 @@ class _Transaction:
             log.exception("cannot store %s seq %d of run %r; dropped", message.kind, message.seq, message.run)
 
     def finish(self) -> Committed:
+        self._conn.executemany(INSERT_CHUNK, self._points.rows())
         for sql, rows in self._rows.items():
             self._conn.executemany(sql, rows)
         wall = self._committed.wall
@@ -178,10 +182,8 @@ class _Transaction:
         self._conn.execute(_UPSERT_STREAM, (hello.run, hello.stream, 0))
 
     def _scalars(self, m: Scalars) -> None:
-        ids = np.array([self._series_id(m.run, "scalar", name) for name in m.names], dtype=np.int64)
-        index = np.asarray(m.index, dtype=np.intp)
-        rows = zip(ids[index].tolist(), m.steps.tolist(), m.wall.tolist(), m.values.tolist(), strict=True)
-        self._rows[_INSERT_SCALAR].extend(rows)
+        ids = [self._series_id(m.run, "scalar", name) for name in m.names]
+        self._points.add(ids, m.index, m.steps, m.wall, m.values)
         if len(m.steps):
             top = int(np.max(m.steps))
             self._last_step[m.run] = max(top, self._last_step.get(m.run, top))

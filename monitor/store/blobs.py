@@ -14,15 +14,24 @@ from typing import Any
 import numpy as np
 
 Array = np.ndarray[Any, Any]
-Blob = tuple[bytes | None, str | None, str | None]
+_BUFFER_KINDS = frozenset("biufc")
+"""Dtype kinds whose memory is their value (not object pointers), safe to bind as a buffer."""
+Blob = tuple[bytes | Array | None, str | None, str | None]
+"""The bytes (or a C-contiguous array, which ``sqlite3`` binds as a BLOB through the buffer protocol), dtype, shape."""
 
 
 def to_blob(array: Array | None) -> Blob:
-    """The (bytes, dtype, shape) triple of ``array``; three NULLs for ``None``."""
+    """The (bytes, dtype, shape) triple of ``array``; three NULLs for ``None``.
+
+    The dtype is kept as it is (a float32 array is stored as float32). A
+    C-contiguous array is returned itself instead of a copy of its bytes:
+    ``sqlite3`` binds any buffer as a BLOB, reading the memory once.
+    """
     if array is None:
         return None, None, None
     array = np.asarray(array)
-    return array.tobytes(order="C"), array.dtype.str, ",".join(str(n) for n in array.shape)
+    data = array if array.flags.c_contiguous and array.dtype.kind in _BUFFER_KINDS else array.tobytes(order="C")
+    return data, array.dtype.str, ",".join(str(n) for n in array.shape)
 
 
 def from_blob(data: bytes | None, dtype: str | None, shape: str | None) -> Array | None:

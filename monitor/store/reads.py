@@ -3,7 +3,7 @@
 Every function takes an open connection and is safe to call from any thread
 that owns that connection. Unknown runs and series raise ``NotFoundError``
 with a message naming them; NULL in a REAL column (SQLite's NaN) reads back
-as NaN.
+as NaN. Scalar points are read by ``monitor.store.chunks.read_points``.
 """
 
 from __future__ import annotations
@@ -98,18 +98,6 @@ def _step_range(start: int | None, end: int | None) -> tuple[str, list[int]]:
         clauses.append(" AND step <= ?")
         params.append(end)
     return "".join(clauses), params
-
-
-def scalar_points(conn: sqlite3.Connection, sid: int, start: int | None, end: int | None) -> tuple[Array, Array, Array]:
-    """Steps (int64), wall times and values (float64) of a series in [start, end], by step."""
-    where, params = _step_range(start, end)
-    sql = f"SELECT step, wall, value FROM scalars WHERE series_id = ?{where} ORDER BY step, rowid"
-    rows = conn.execute(sql, [sid, *params]).fetchall()
-    if not rows:
-        return np.empty(0, np.int64), np.empty(0, np.float64), np.empty(0, np.float64)
-    steps, wall, values = zip(*rows, strict=True)
-    # None (SQLite's NULL, stored for NaN) becomes NaN in a float array.
-    return np.array(steps, np.int64), np.array(wall, np.float64), np.array(values, np.float64)
 
 
 def histograms(

@@ -3,7 +3,8 @@
 Owns the table definitions, the pragmas of the writer and reader connections
 and the mapping from a store path (or ``":memory:"``) to a database URI.
 Every array column is a triple ``<name> BLOB, <name>_dtype TEXT,
-<name>_shape TEXT`` (see ``monitor.store.blobs``).
+<name>_shape TEXT`` (see ``monitor.store.blobs``), except the fixed-dtype
+arrays of ``scalar_chunks`` (see ``monitor.store.chunks``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 5000
 
 
@@ -36,8 +37,11 @@ CREATE TABLE IF NOT EXISTS series (
     id INTEGER PRIMARY KEY, run TEXT NOT NULL, kind TEXT NOT NULL, name TEXT NOT NULL,
     UNIQUE (run, kind, name)
 );
-CREATE TABLE IF NOT EXISTS scalars (series_id INTEGER NOT NULL, step INTEGER NOT NULL, wall REAL, value REAL);
-CREATE INDEX IF NOT EXISTS scalars_by_step ON scalars (series_id, step);
+CREATE TABLE IF NOT EXISTS scalar_chunks (
+    id INTEGER PRIMARY KEY, series_id INTEGER NOT NULL, first_step INTEGER NOT NULL, last_step INTEGER NOT NULL,
+    count INTEGER NOT NULL, steps BLOB NOT NULL, wall BLOB NOT NULL, value BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS scalar_chunks_by_step ON scalar_chunks (series_id, last_step, first_step);
 CREATE TABLE IF NOT EXISTS histograms (
     id INTEGER PRIMARY KEY, series_id INTEGER NOT NULL, seq INTEGER NOT NULL, step INTEGER NOT NULL, wall REAL,
     {_arrays("edges", "counts")}, min REAL, max REAL, mean REAL, std REAL, count INTEGER, nonfinite INTEGER
@@ -98,9 +102,11 @@ def open_writer(db: Database) -> sqlite3.Connection:
 
     Raises:
         sqlite3.Error: the file cannot be opened, or the schema not created.
+        sqlite3.DatabaseError: the file holds another version of the schema.
     """
     conn = db.connect()
     try:
+        _check_version(conn, db)
         if not db.memory:
             conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
@@ -109,6 +115,16 @@ def open_writer(db: Database) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+def _check_version(conn: sqlite3.Connection, db: Database) -> None:
+    """Refuse a file written with another schema version (0 is a new, empty file)."""
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if version not in (0, SCHEMA_VERSION):
+        raise sqlite3.DatabaseError(
+            f"{db.label} has run store schema version {version}, this labscreen writes version {SCHEMA_VERSION};"
+            " use a new store file"
+        )
 
 
 def open_reader(db: Database) -> sqlite3.Connection:

@@ -3,7 +3,8 @@
 ``SQLiteStore`` implements ``monitor.store.base.RunStore``. Writes are
 queued without touching disk and committed in batches by the writer
 (``monitor.store.writer``); reads use thread-local connections
-(``monitor.store.readers``) and the queries in ``monitor.store.reads``.
+(``monitor.store.readers``) and the queries in ``monitor.store.reads`` and
+``monitor.store.chunks``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from monitor.store.base import (
     StoreUnavailable,
 )
 from monitor.store.batch import StreamKey, load_streams
+from monitor.store.chunks import read_points
 from monitor.store.readers import ReaderPool
 from monitor.store.schema import SCHEMA, Database, open_writer
 from monitor.store.writer import Writer
@@ -267,7 +269,7 @@ class SQLiteStore:
             raise ValueError(f"max_points must be at least 1 (or None for every point), got {max_points}")
         with self._readers.connection() as conn:
             sid = reads.series_id(conn, run, "scalar", name)
-            steps, wall, values = reads.scalar_points(conn, sid, start, end)
+            steps, wall, values = read_points(conn, sid, start, end)
         if max_points is not None and len(steps) > max_points:
             keep = _decimate(steps, values, max_points)
             steps, wall, values = steps[keep], wall[keep], values[keep]

@@ -113,7 +113,7 @@ def histogram(seq: int, step: int, name: str = "dense/kernel", **kwargs: Any) ->
 
 def scalar_count(path: Path) -> int:
     with sqlite3.connect(path) as conn:
-        return int(conn.execute("SELECT count(*) FROM scalars").fetchone()[0])
+        return int(conn.execute("SELECT coalesce(sum(count), 0) FROM scalar_chunks").fetchone()[0])
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
