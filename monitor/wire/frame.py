@@ -235,11 +235,17 @@ def _is_count(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
+_BY_NAME: dict[str, np.dtype[Any]] = {dtype.str: dtype for dtype in ALLOWED_DTYPES}
+"""The encoder's own spellings (``dtype.str``), looked up without parsing."""
+
+
 def _dtype(name: str, spec: Any, run: str | None, seq: int) -> np.dtype[Any]:
-    try:
-        dtype = np.dtype(spec) if isinstance(spec, str) else None
-    except TypeError:
-        dtype = None
+    dtype = _BY_NAME.get(spec) if isinstance(spec, str) else None
+    if dtype is None and isinstance(spec, str):
+        try:
+            dtype = np.dtype(spec)
+        except TypeError:
+            dtype = None
     if dtype is None or dtype not in ALLOWED_DTYPES:
         raise ProtocolError(
             "bad_dtype",
