@@ -28,6 +28,8 @@ LIMIT_FLAGS: tuple[tuple[str, type, str], ...] = (
     ("max_series_per_run", int, "most series names one run may create (default 5000)"),
     ("max_frames_per_second", float, "frames per second per connection before back-pressure (default 2000)"),
     ("max_viewers", int, "most concurrent dashboard sessions (default 64)"),
+    ("max_viewer_backlog_bytes", int, "unsent bytes a viewer may hold back before its updates pause (default 8 MiB)"),
+    ("viewer_stall_seconds", float, "seconds a viewer may stop reading before it is dropped and reloads (default 10)"),
 )
 
 

@@ -42,7 +42,13 @@ class ServerConfig:
         max_series_per_run: Most distinct scalar, histogram and prediction
             names one run may create.
         max_frames_per_second: Sustained frame rate allowed per connection.
-        max_viewers: Most concurrent dashboard sessions.
+        max_viewers: Most concurrent dashboard sessions; more get a page
+            saying the limit is reached.
+        max_viewer_backlog_bytes: Most bytes a dashboard viewer may leave
+            unread in the server before its live updates are held.
+        viewer_stall_seconds: A viewer that stops reading (or stays over
+            ``max_viewer_backlog_bytes``) this long is disconnected; its page
+            reloads when it reads again.
     """
 
     host: str = "127.0.0.1"
@@ -58,6 +64,8 @@ class ServerConfig:
     max_series_per_run: int = 5000
     max_frames_per_second: float = 2000.0
     max_viewers: int = 64
+    max_viewer_backlog_bytes: int = 8 * 1024 * 1024
+    viewer_stall_seconds: float = 10.0
 
     @classmethod
     def resolve(cls, environ: Mapping[str, str] | None = None, **explicit: Any) -> ServerConfig:
@@ -102,6 +110,8 @@ class ServerConfig:
             "max_series_per_run",
             "max_frames_per_second",
             "max_viewers",
+            "max_viewer_backlog_bytes",
+            "viewer_stall_seconds",
         )
         for name in limits:
             if getattr(self, name) <= 0:

@@ -127,6 +127,10 @@ class LabscreenServer:
             executor=self.executor,
             stale_after=self.config.stale_after,
             kiosk=self.config.kiosk,
+            metrics=self.metrics,
+            max_viewers=self.config.max_viewers,
+            max_backlog_bytes=self.config.max_viewer_backlog_bytes,
+            stall_seconds=self.config.viewer_stall_seconds,
         )
         return {"/": make_dashboard(context)}
 
@@ -152,11 +156,19 @@ class LabscreenServer:
             "labscreen_store_healthy", "1 when the store is committing writes.", lambda: float(self.store.health().ok)
         )
         m.gauge("labscreen_hub_subscribers", "Live dashboard subscriptions.", lambda: self.hub.subscriber_count)
+        m.gauge(
+            "labscreen_dashboard_sessions", "Dashboard sessions (Documents) held.", lambda: self.dashboard_documents
+        )
 
     @property
     def viewer_sessions(self) -> int:
         """Open dashboard websocket connections."""
         return len(self._viewer_connections())
+
+    @property
+    def dashboard_documents(self) -> int:
+        """Bokeh sessions (each with its Document) the dashboard holds, connected or not."""
+        return len(self._bokeh.get_sessions("/")) if self._bokeh is not None else 0
 
     def _viewer_connections(self) -> list[Any]:
         # BokehTornado keeps its connections in a private set; reading it is the only way to close

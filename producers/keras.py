@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -35,7 +35,7 @@ from producers.keras_gradients import GradientCapture, check_backend
 from producers.keras_graph import model_graph
 from producers.keras_run import Worker, run_config, variable_name, worker_of
 from producers.keras_samples import copy_inputs, monitor_sample, send_data_summary
-from producers.keras_snapshots import BatchLogs, Outputs, PredictionSpec, SnapshotWorker, Tensors
+from producers.keras_snapshots import BatchLogs, Outputs, PredictionSpec, SnapshotReport, SnapshotWorker, Tensors
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +63,14 @@ class MonitorCallback(keras.callbacks.Callback):  # type: ignore[misc]
     batches, a copy of each trainable variable. Every ``predictions_every``
     batches, one forward pass ``model(x, training=False)`` over the monitor
     sample on the training thread (keep it to a few hundred samples).
+
+    When the worker thread is still busy with earlier weight, gradient or
+    prediction snapshots (``keras_snapshots.MAX_PENDING_PER_KIND`` of a kind),
+    the next one of that kind is skipped rather than taken, so training never
+    waits and memory stays bounded. Skips are never silent: the first of each
+    kind sends an event at once, the run's end event lists them all, and
+    ``snapshots`` says which steps were sent and which skipped. What was sent
+    is delivered like everything else the ``Monitor`` sends.
 
     A slow, absent or dying server never slows or stops ``fit``: the
     ``Monitor`` queues and retries in the background. Only ``on_train_end``
@@ -167,6 +175,16 @@ class MonitorCallback(keras.callbacks.Callback):  # type: ignore[misc]
         self._epoch = 0
         self._batch_start = 0.0
         self._nan_seen = False
+        self._snapshots = SnapshotReport()
+
+    @property
+    def snapshots(self) -> SnapshotReport:
+        """Steps of each heavy snapshot kind sent, skipped (worker behind), failed or unsent.
+
+        Complete once the run ended (``on_train_end``); during training it is
+        being filled in by the worker thread.
+        """
+        return self._worker.report if self._worker is not None else self._snapshots
 
     @property
     def run(self) -> str | None:
@@ -314,15 +332,33 @@ class MonitorCallback(keras.callbacks.Callback):  # type: ignore[misc]
 
     def _snapshot_tensors(self, step: int) -> None:
         assert self._worker is not None
+        self._offer("weights", step, self._take_weights)
+        capture = self._capture
+        if capture is not None:
+            self._offer("gradients", step, lambda s: Tensors("gradients", s, capture.names, capture.read()))
+
+    def _take_weights(self, step: int) -> Tensors:
         variables = self.model.trainable_variables
         values = [keras.ops.convert_to_numpy(v) for v in variables]
-        names = [variable_name(self.model, v) for v in variables]
-        self._worker.put(Tensors("weights", step, names, values))
-        if self._capture is not None:
-            self._worker.put(Tensors("gradients", step, self._capture.names, self._capture.read()))
+        return Tensors("weights", step, [variable_name(self.model, v) for v in variables], values)
 
     def _snapshot_outputs(self, step: int) -> None:
-        assert self._worker is not None and self._sample is not None
+        self._offer("predictions", step, self._take_outputs)
+
+    def _offer(self, kind: str, step: int, take: Callable[[int], Tensors | Outputs]) -> None:
+        """Hand a heavy snapshot to the worker, or skip it (and say so once per kind) if it is behind."""
+        assert self._worker is not None
+        if self._worker.offer(kind, step, lambda: take(step)) or self._monitor is None:
+            return
+        if len(self._worker.report.skipped[kind]) == 1:
+            self._monitor.event(
+                f"labscreen skipped the {kind} snapshot at step {step}: its worker thread was still busy with "
+                "earlier ones (training is never made to wait); further skips are listed when training ends",
+                level="warning",
+            )
+
+    def _take_outputs(self, step: int) -> Outputs:
+        assert self._sample is not None
         model = self._probe or self.model
         result = model(self._sample.x, training=False)
         outputs, activations = (result[0], result[1]) if self._probe is not None else (result, None)
@@ -330,11 +366,9 @@ class MonitorCallback(keras.callbacks.Callback):  # type: ignore[misc]
             outputs = outputs[0]
         elif isinstance(outputs, dict):
             outputs = next(iter(outputs.values()))
-        self._worker.put(
-            Outputs(
-                step, self._sample.y, keras.ops.convert_to_numpy(outputs),
-                None if activations is None else keras.ops.convert_to_numpy(activations),
-            )
+        return Outputs(
+            step, self._sample.y, keras.ops.convert_to_numpy(outputs),
+            None if activations is None else keras.ops.convert_to_numpy(activations),
         )  # fmt: skip
 
     def _end(self, status: str, how: str | None = None) -> None:
@@ -346,17 +380,31 @@ class MonitorCallback(keras.callbacks.Callback):  # type: ignore[misc]
             self._capture.remove()
             self._capture = None
         if worker is not None:
-            worker.close(self._finish_timeout)
+            self._snapshots = worker.close(self._finish_timeout)
         monitor = self._monitor
         if monitor is None or monitor.finished:
             return
         try:
+            if worker is not None:
+                _report_losses(monitor, self._snapshots)
             level = "info" if status == "finished" else "error"
             monitor.event(f"training {how or status} at step {self._step}", level=level)
             if self._owns:
                 monitor.finish(status, timeout=self._finish_timeout)
         except (TypeError, ValueError):
             logger.debug("labscreen: finishing the run failed", exc_info=True)
+
+
+def _report_losses(monitor: Monitor, report: SnapshotReport) -> None:
+    """One event per outcome (skipped, failed, unsent) that kept snapshots from the ``Monitor``, with their steps."""
+    reasons = {
+        "skipped": "skipped because the worker thread was behind",
+        "failed": "failed (see the training process's log)",
+        "unsent": "not sent: the worker had not finished when the run ended",
+    }
+    for outcome, reason in reasons.items():
+        if report.count(outcome):
+            monitor.event(f"labscreen snapshots {reason}: {report.describe(outcome)}", level="warning")
 
 
 def _data_pair(data: Any) -> tuple[Any, Any]:

@@ -1,15 +1,20 @@
 """Turning what the training thread copied into monitor calls, on a worker thread.
 
 The callback's hooks build small immutable snapshots (a batch's logs, copies
-of the weights, gradients or model outputs) and ``SnapshotWorker.put`` them;
-the worker thread computes learning rates, norms, update ratios, class
-probabilities and PCA embeddings and calls the ``Monitor``. The training
-thread never waits for it.
+of the weights, gradients or model outputs) and hand them to a
+``SnapshotWorker``; the worker thread computes learning rates, norms, update
+ratios, class probabilities and PCA embeddings and calls the ``Monitor``. The
+training thread never waits for it.
+
+Heavy snapshots (weights, gradients, predictions) are bounded *before* they
+are taken: ``offer`` takes one only when fewer than ``MAX_PENDING_PER_KIND``
+of its kind wait, and otherwise skips it without copying anything. A snapshot
+once taken is never dropped, and every skip is recorded, so the
+``SnapshotReport`` says exactly which steps were sent and which skipped.
 
 Invariants: jobs are handled in the order they were put; at most
-``MAX_PENDING_HEAVY`` weight/gradient/prediction snapshots wait at a time
-(more are dropped with a debug log, so a slow worker cannot grow memory);
-a failing job is logged once per kind and never stops the worker.
+``MAX_PENDING_PER_KIND`` snapshots of each heavy kind wait at a time; a
+failing job is logged once per kind, recorded, and never stops the worker.
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -28,7 +34,8 @@ from producers.keras_run import learning_rates
 logger = logging.getLogger(__name__)
 
 Array = np.ndarray[Any, Any]
-MAX_PENDING_HEAVY = 4
+MAX_PENDING_PER_KIND = 2
+"""Heavy snapshots of one kind that may wait for the worker; beyond, the next one is skipped."""
 _PACE_SECONDS = 0.05
 
 
@@ -83,6 +90,42 @@ class Outputs:
     activations: Array | None
 
 
+Snapshot = Tensors | Outputs
+
+
+@dataclass
+class SnapshotReport:
+    """Steps of each heavy kind (``weights``, ``gradients``, ``predictions``) by what became of them.
+
+    Attributes:
+        sent: Handed to the ``Monitor`` (which then owns their delivery).
+        skipped: Not taken, because the worker still had
+            ``MAX_PENDING_PER_KIND`` of that kind waiting.
+        failed: Taken, but computing or queueing them raised (logged).
+        unsent: Taken, but the worker had not handled them when it was
+            closed (its ``close`` timed out).
+    """
+
+    sent: dict[str, list[int]] = field(default_factory=dict)
+    skipped: dict[str, list[int]] = field(default_factory=dict)
+    failed: dict[str, list[int]] = field(default_factory=dict)
+    unsent: dict[str, list[int]] = field(default_factory=dict)
+
+    def count(self, outcome: str) -> int:
+        """Total steps, over all kinds, with this outcome (``"skipped"``, ``"failed"``...)."""
+        steps: dict[str, list[int]] = getattr(self, outcome)
+        return sum(len(v) for v in steps.values())
+
+    def describe(self, outcome: str) -> str:
+        """E.g. ``"2 weights (steps 8, 10), 1 predictions (step 8)"``; "" when none."""
+        parts = []
+        for kind, steps in sorted(getattr(self, outcome).items()):
+            if steps:
+                shown = ", ".join(map(str, steps[:10])) + (", ..." if len(steps) > 10 else "")
+                parts.append(f"{len(steps)} {kind} (step{'s' if len(steps) > 1 else ''} {shown})")
+        return ", ".join(parts)
+
+
 @dataclass(frozen=True)
 class PredictionSpec:
     """How to read the monitor sample's outputs: task, class names, logits or not."""
@@ -95,7 +138,9 @@ class PredictionSpec:
 class SnapshotWorker:
     """A daemon thread that turns snapshots into monitor calls.
 
-    Thread safety: ``put`` may be called from any thread; ``close`` from one.
+    Thread safety: ``put`` and ``offer`` are called from the training thread
+    (one thread); ``close`` from that thread too; ``report`` is complete once
+    ``close`` returned.
     """
 
     def __init__(self, monitor: MonitorLike, optimizer: Any, predictions: PredictionSpec | None, bins: int) -> None:
@@ -103,27 +148,62 @@ class SnapshotWorker:
         self._optimizer = optimizer
         self._spec = predictions
         self._bins = bins
-        self._queue: queue.SimpleQueue[BatchLogs | Tensors | Outputs | None] = queue.SimpleQueue()
-        self._heavy = threading.Semaphore(MAX_PENDING_HEAVY)
+        self._queue: queue.SimpleQueue[BatchLogs | Snapshot | None] = queue.SimpleQueue()
+        self._room: dict[str, threading.Semaphore] = {}
+        self._pending: dict[int, tuple[str, int]] = {}
+        self._pending_lock = threading.Lock()
+        self.report = SnapshotReport()
         self._previous: dict[str, Array] = {}
         self._failed: set[str] = set()
         self._closing = threading.Event()
         self._thread = threading.Thread(target=self._run, name="labscreen-keras", daemon=True)
         self._thread.start()
 
-    def put(self, job: BatchLogs | Tensors | Outputs) -> bool:
-        """Hand a snapshot over; False if a heavy one was dropped because the worker is behind."""
-        if not isinstance(job, BatchLogs) and not self._heavy.acquire(blocking=False):
-            logger.debug("labscreen worker is behind; dropped %s snapshot at step %d", type(job).__name__, job.step)
+    def put(self, job: BatchLogs) -> None:
+        """Hand over one batch's logs (small; never refused)."""
+        self._queue.put(job)
+
+    def offer(self, kind: str, step: int, take: Callable[[], Snapshot]) -> bool:
+        """Take a heavy snapshot with ``take()`` and hand it over, if there is room for one more of ``kind``.
+
+        With ``MAX_PENDING_PER_KIND`` of ``kind`` still waiting, ``take`` is
+        not called (the training thread copies nothing), the step is recorded
+        in ``report.skipped`` and False is returned. A snapshot once taken is
+        always handled.
+
+        Raises:
+            Exception: whatever ``take`` raised (the room is given back).
+        """
+        room = self._room.setdefault(kind, threading.Semaphore(MAX_PENDING_PER_KIND))
+        if not room.acquire(blocking=False):
+            self.report.skipped.setdefault(kind, []).append(step)
+            logger.debug("labscreen worker is behind; skipped the %s snapshot at step %d", kind, step)
             return False
+        try:
+            job = take()
+        except BaseException:
+            room.release()
+            raise
+        with self._pending_lock:
+            self._pending[id(job)] = (kind, step)
         self._queue.put(job)
         return True
 
-    def close(self, timeout: float = 30.0) -> None:
-        """Handle everything put so far, then stop the thread (waits at most ``timeout``)."""
+    def close(self, timeout: float = 30.0) -> SnapshotReport:
+        """Handle everything handed over so far, then stop the thread (waits at most ``timeout``).
+
+        Returns:
+            The report; snapshots still waiting after ``timeout`` are in its
+            ``unsent``, and the worker drops them instead of sending them late.
+        """
         self._closing.set()
         self._queue.put(None)
         self._thread.join(timeout)
+        with self._pending_lock:
+            for kind, step in sorted(self._pending.values(), key=lambda p: p[1]):
+                self.report.unsent.setdefault(kind, []).append(step)
+            self._pending.clear()
+        return self.report
 
     def _run(self) -> None:
         while True:
@@ -139,25 +219,38 @@ class SnapshotWorker:
                 return
             self._closing.wait(_PACE_SECONDS)
 
-    def _handle(self, jobs: list[BatchLogs | Tensors | Outputs]) -> None:
+    def _handle(self, jobs: list[BatchLogs | Snapshot]) -> None:
         batches = [j for j in jobs if isinstance(j, BatchLogs)]
         if batches:
             self._guard("scalars", self._scalars, batches)
         for job in jobs:
-            if isinstance(job, Tensors):
-                self._guard(job.kind, self._tensors, job)
-            elif isinstance(job, Outputs):
-                self._guard("predictions", self._outputs, job)
             if not isinstance(job, BatchLogs):
-                self._heavy.release()
+                self._handle_snapshot(job)
 
-    def _guard(self, kind: str, handler: Any, job: Any) -> None:
+    def _handle_snapshot(self, job: Snapshot) -> None:
+        with self._pending_lock:
+            claimed = self._pending.get(id(job))
+        if claimed is None:  # close() timed out and reported it unsent: do not send it late
+            return
+        kind, step = claimed
+        if isinstance(job, Tensors):
+            ok = self._guard(kind, self._tensors, job)
+        else:
+            ok = self._guard(kind, self._outputs, job)
+        with self._pending_lock:
+            if self._pending.pop(id(job), None) is not None:
+                (self.report.sent if ok else self.report.failed).setdefault(kind, []).append(step)
+        self._room[kind].release()
+
+    def _guard(self, kind: str, handler: Any, job: Any) -> bool:
         try:
             handler(job)
         except Exception:
             if kind not in self._failed:
                 self._failed.add(kind)
                 logger.warning("labscreen could not send %s; continuing without them", kind, exc_info=True)
+            return False
+        return True
 
     def _scalars(self, batches: list[BatchLogs]) -> None:
         """Log each batch's numeric logs (Keras leaves unconvertible values as they are; skip those)."""

@@ -3,7 +3,8 @@
 ``make_dashboard`` returns an ``Application`` the server mounts at ``/`` on
 the same event loop as ingest. Query arguments: ``kiosk=1`` (or ``0``) for
 the lab-screen view, ``theme=dark|light``, ``run=<id>`` (repeatable) for the
-runs to show first.
+runs to show first. Beyond ``max_viewers`` open sessions a tab gets the
+viewer-limit page (``monitor.dashboard.seats``) instead.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from bokeh.server.contexts import BokehSessionContext
 from monitor.dashboard.context import DashboardContext
 from monitor.dashboard.directory import RunDirectory
 from monitor.dashboard.layout import PanelSet
+from monitor.dashboard.seats import Seat, Seats, limit_page
 from monitor.dashboard.session import DashboardSession
 from monitor.dashboard.template import page_template, page_variables
-from monitor.dashboard.theme import look_for
+from monitor.dashboard.theme import Look, look_for
 
 log = logging.getLogger(__name__)
 _TRUE = {"1", "true", "yes", "on"}
@@ -54,16 +56,39 @@ def make_dashboard(context: DashboardContext) -> Application:
         it must run on the event loop that calls ``context.hub.publish``.
     """
     directory = RunDirectory(context)
-    return Application(FunctionHandler(partial(_build, context, directory)), _DirectoryLifecycle(directory))
+    seats = Seats(context.max_viewers, partial(_count_refusal, context))
+    build = partial(_build, context, directory, seats)
+    return Application(FunctionHandler(build), _DirectoryLifecycle(directory))
 
 
-def _build(context: DashboardContext, directory: RunDirectory, doc: Document) -> None:
-    directory.start()
+def _count_refusal(context: DashboardContext) -> None:
+    if context.metrics is not None:
+        context.metrics.errors["viewer_limit"] += 1
+
+
+def _build(context: DashboardContext, directory: RunDirectory, seats: Seats, doc: Document) -> None:
     arguments = _arguments(doc)
     kiosk = _flag(arguments, "kiosk", context.kiosk)
     look = look_for(kiosk, dark=arguments.get("theme", [""])[0] == "dark")
-    doc.title = "labscreen"
     doc.theme = look.bokeh_theme()
+    seat = seats.take()
+    if seat is None:
+        limit_page(doc, look, seats.limit, context.healthz_path)
+        return
+    try:
+        session = _dashboard(context, directory, doc, look, kiosk=kiosk, seat=seat)
+    except BaseException:
+        seat.release()
+        raise
+    if arguments.get("run"):
+        session.select(arguments["run"])
+
+
+def _dashboard(
+    context: DashboardContext, directory: RunDirectory, doc: Document, look: Look, *, kiosk: bool, seat: Seat
+) -> DashboardSession:
+    directory.start()
+    doc.title = "labscreen"
     doc.template = page_template()
     doc.template_variables.update(page_variables(look.page_css(), context.healthz_path, kiosk))
     doc.config.reconnect_session = False
@@ -75,10 +100,9 @@ def _build(context: DashboardContext, directory: RunDirectory, doc: Document) ->
             session.select(runs)
 
     panels = PanelSet(look, directory, context.stale_after, pick, kiosk)
-    session = DashboardSession(context, directory, doc, panels, follow=kiosk)
+    session = DashboardSession(context, directory, doc, panels, follow=kiosk, seat=seat)
     doc.add_root(session.root)
-    if arguments.get("run"):
-        session.select(arguments["run"])
+    return session
 
 
 def _arguments(doc: Document) -> dict[str, list[str]]:

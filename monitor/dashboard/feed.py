@@ -5,6 +5,9 @@ loop; the feed only schedules a flush on the session's document there. The
 first message after idle is flushed on the next tick; messages arriving
 while a flush is pending ride along; flushes are at least ``min_interval``
 apart, so a session sees at most about 20 a second however fast data comes.
+While ``ready`` says the session cannot send (its viewer is behind, see
+``monitor.dashboard.backlog``), the feed holds: nothing is scheduled, messages
+coalesce in the hub subscription (bounded), and ``resume`` flushes them.
 
 Thread safety: used only on the server's event loop.
 """
@@ -45,11 +48,14 @@ class Feed:
         scheduler: Scheduler,
         deliver: Callable[[list[HubMessage]], None],
         min_interval: float = MIN_INTERVAL,
+        ready: Callable[[], bool] = lambda: True,
     ) -> None:
         self._scheduler = scheduler
         self._deliver = deliver
         self._min_interval = min_interval
+        self._ready = ready
         self._scheduled = False
+        self.held = False
         self._last_flush = -math.inf
         self.flushes = 0
         self._subscription = hub.subscribe(self._on_ready, runs=())
@@ -67,8 +73,16 @@ class Feed:
         """Leave the hub; safe to call twice."""
         self._subscription.close()
 
+    def resume(self) -> None:
+        """Flush what coalesced while the feed was held (call when ``ready`` turns True)."""
+        if self.held and self._subscription.pending():
+            self._on_ready()
+
     def _on_ready(self) -> None:
         if self._scheduled or self.closed:
+            return
+        self.held = not self._ready()
+        if self.held:
             return
         self._scheduled = True
         wait = self._last_flush + self._min_interval - time.monotonic()
@@ -79,6 +93,9 @@ class Feed:
 
     def _flush(self) -> None:
         self._scheduled = False
+        self.held = not self._ready()
+        if self.held:
+            return
         self._last_flush = time.monotonic()
         messages = self._subscription.drain()
         if not messages or self.closed:

@@ -5,7 +5,10 @@ every panel, points the feed at the new runs and loads each run's history in
 the executor. Live messages for a run whose history is still loading are
 buffered and, once the history is drawn, passed through ``after_history``
 so the seam has neither a gap nor a duplicate. Closing the tab (Bokeh
-destroying the session) closes the feed, which leaves the hub.
+destroying the session) closes the feed, which leaves the hub, and gives
+back the session's seat under the viewer limit. A ``Backlog`` watches the
+session's connection: while the viewer is behind the feed holds, and a viewer
+that stays behind is dropped (its connection closed, the session closed).
 
 Thread safety: everything runs on the server's event loop; panel calls run
 as document callbacks (document lock held).
@@ -25,12 +28,14 @@ from bokeh.models import LayoutDOM
 from bokeh.server.contexts import BokehSessionContext
 from tornado.ioloop import IOLoop
 
+from monitor.dashboard.backlog import Backlog
 from monitor.dashboard.batch import Batch
 from monitor.dashboard.context import DashboardContext
 from monitor.dashboard.directory import RunDirectory
 from monitor.dashboard.feed import Feed
 from monitor.dashboard.history import RunHistory, after_history, load_history
 from monitor.dashboard.layout import PanelSet
+from monitor.dashboard.seats import Seat
 from monitor.hub import HubMessage
 
 log = logging.getLogger(__name__)
@@ -45,16 +50,32 @@ class DashboardSession:
     """The state behind one open dashboard tab."""
 
     def __init__(
-        self, context: DashboardContext, directory: RunDirectory, doc: Document, panels: PanelSet, follow: bool
+        self,
+        context: DashboardContext,
+        directory: RunDirectory,
+        doc: Document,
+        panels: PanelSet,
+        *,
+        follow: bool,
+        seat: Seat | None = None,
     ) -> None:
         self._context, self._directory, self._doc, self.panels = context, directory, doc, panels
         self._follow = follow
+        self._seat = seat
         self.selected: list[str] = []
         self._loading: dict[str, list[HubMessage]] = {}
         self._generation = 0
         self.closed = False
         self._was_connected = False
-        self.feed = Feed(context.hub, doc, self._on_messages)
+        self.backlog = Backlog(
+            doc,
+            self._on_backlog_clear,
+            self._on_too_slow,
+            max_bytes=context.max_backlog_bytes,
+            stall_seconds=context.stall_seconds,
+        )
+        self.feed = Feed(context.hub, doc, self._on_messages, ready=self.backlog.clear)
+        self.backlog.start()
         doc.add_periodic_callback(self._tick, TICK_MS)
         doc.on_session_destroyed(self._on_destroyed)
 
@@ -78,9 +99,15 @@ class DashboardSession:
             self._load(run, self._generation)
 
     def close(self) -> None:
-        """Leave the hub; the document is Bokeh's to discard. Safe to call twice."""
+        """Leave the hub, stop watching the connection, free the seat. Safe to call twice.
+
+        The document is Bokeh's to discard.
+        """
         self.closed = True
         self.feed.close()
+        self.backlog.stop()
+        if self._seat is not None:
+            self._seat.release()
 
     def _load(self, run: str, generation: int) -> None:
         c = self._context
@@ -154,6 +181,16 @@ class DashboardSession:
             self._was_connected = True
             return False
         return self._was_connected and session.milliseconds_since_last_unsubscribe > ABANDON_MS
+
+    def _on_backlog_clear(self) -> None:
+        if not self.closed:
+            self.feed.resume()
+
+    def _on_too_slow(self) -> None:
+        metrics = self._context.metrics
+        if metrics is not None:
+            metrics.errors["viewer_too_slow"] += 1
+        self.close()
 
     def _on_destroyed(self, _context: SessionContext) -> None:
         log.debug("dashboard session destroyed; leaving the hub")

@@ -3,8 +3,9 @@
 The watchdog (``static/watchdog.js``) listens for BokehJS's
 ``connection_lost`` document event, polls the server's health endpoint and
 reloads the page when the server answers, so a lab screen recovers from a
-server restart on its own. The page also declares an empty favicon so the
-browser makes no request that could fail.
+server restart, or from being dropped as a too-slow viewer, on its own. The
+page also declares an empty favicon so the browser makes no request that
+could fail.
 """
 
 from __future__ import annotations
@@ -42,7 +43,13 @@ def page_template() -> Template:
     return Environment(autoescape=False).from_string(_PAGE)
 
 
-def page_variables(css: str, healthz_path: str, kiosk: bool) -> dict[str, str]:
-    """Template variables for one session's page."""
-    config = json.dumps({"healthz": healthz_path, "kiosk": kiosk, "stall_ms": STALL_MS}).replace("</", "<\\/")
+def page_variables(css: str, healthz_path: str, kiosk: bool, retry_ms: int | None = None) -> dict[str, str]:
+    """Template variables for one session's page.
+
+    ``retry_ms`` makes the page reload itself after that long (once the
+    server answers) instead of watching the dashboard's heartbeat: for pages
+    that are not the dashboard, such as the viewer-limit notice.
+    """
+    settings = {"healthz": healthz_path, "kiosk": kiosk, "stall_ms": STALL_MS, "retry_ms": retry_ms}
+    config = json.dumps(settings).replace("</", "<\\/")
     return {"labscreen_css": css, "labscreen_config": config, "labscreen_watchdog": watchdog_js()}

@@ -4,6 +4,11 @@ Synchronisation: ``fit`` returns after ``on_train_end`` has finished the run,
 and ``Monitor.finish`` returns once the server acknowledged (persisted) every
 frame, so the store can be read right after ``fit``. Models are tiny and
 trained for two short epochs so the file runs in well under a minute.
+
+Heavy snapshots (weights, gradients, predictions) may be skipped when the
+callback's worker thread falls behind (a loaded machine): the tests check
+that every snapshot the callback reports as sent arrived, that sent and
+skipped together cover every due step, and that skips were reported as events.
 """
 
 from __future__ import annotations
@@ -78,11 +83,31 @@ def assert_scalars_every_batch(store: RunStore, run: str, names: list[str]) -> N
         assert series.steps.tolist() == list(range(1, STEPS + 1)), name
 
 
-def assert_weight_histograms(store: RunStore, run: str, model: keras.Model, every: int) -> None:
+def sent_snapshots(
+    store: RunStore, run: str, callback: MonitorCallback, kind: str, every: int, *, steps: int = STEPS
+) -> list[int]:
+    """Steps of ``kind`` the callback sent; checks that the rest of the due steps were skipped and reported."""
+    report = callback.snapshots
+    sent, skipped = report.sent.get(kind, []), report.skipped.get(kind, [])
+    assert not report.failed.get(kind) and not report.unsent.get(kind), report
+    assert sorted(sent + skipped) == list(range(every, steps + 1, every)), report
+    assert sent, f"every {kind} snapshot was skipped: {report}"
+    if skipped:
+        texts = " ".join(e.text for e in store.events(run))
+        assert f"skipped the {kind} snapshot at step {skipped[0]}" in texts, texts
+        assert f"skipped because the worker thread was behind: {report.describe('skipped')}" in texts, texts
+    return sent
+
+
+def assert_weight_histograms(
+    store: RunStore, run: str, model: keras.Model, callback: MonitorCallback, every: int, *, steps: int = STEPS
+) -> None:
+    """A histogram of every trainable variable at exactly the steps the callback reports as sent."""
+    sent = sent_snapshots(store, run, callback, "weights", every, steps=steps)
     expected = {f"weights/{variable_name(model, v)}" for v in model.trainable_variables}
     assert expected <= set(store.histogram_names(run))
     for name in expected:
-        assert [h.step for h in store.histograms(run, name)] == list(range(every, STEPS + 1, every)), name
+        assert [h.step for h in store.histograms(run, name)] == sent, name
 
 
 def assert_graph(store: RunStore, run: str, names: set[str], edges: set[tuple[str, str]]) -> None:
@@ -111,14 +136,14 @@ def test_mlp_classifier_lands_everything(server: ServerThread) -> None:
     for name in ("accuracy", "learning_rate", "step_time", "samples_per_sec", "epoch"):
         assert len(store.scalars(run, name).steps) == steps, name
     assert len(store.scalars(run, "val_loss").steps) == EPOCHS
-    weights = {f"weights/{variable_name(model, v)}" for v in model.trainable_variables}
-    gradients = {f"gradients/{variable_name(model, v)}" for v in model.trainable_variables}
-    assert weights | gradients <= set(store.histogram_names(run))
-    assert [h.step for h in store.histograms(run, "weights/hidden/kernel")] == list(range(4, steps + 1, 4))
+    assert_weight_histograms(store, run, model, callback, 4, steps=steps)
+    gradients = sent_snapshots(store, run, callback, "gradients", 4, steps=steps)
+    assert [h.step for h in store.histograms(run, "gradients/out/bias")] == gradients
     assert store.histograms(run, "gradients/out/bias")[-1].max != 0.0
-    assert len(store.scalars(run, "update_ratio/hidden/kernel").steps) == len(range(4, steps + 1, 4)) - 1
+    weights = callback.snapshots.sent["weights"]
+    assert len(store.scalars(run, "update_ratio/hidden/kernel").steps) == len(weights) - 1
     latest = store.predictions(run, limit=100)
-    assert [p.step for p in latest] == list(range(3, steps + 1, 3))
+    assert [p.step for p in latest] == sent_snapshots(store, run, callback, "predictions", 3, steps=steps)
     assert latest[-1].outputs.shape == (20, 3) and latest[-1].classes == ("a", "b", "c")
     assert latest[-1].embedding is not None and latest[-1].embedding.shape == (20, 2)
     np.testing.assert_allclose(latest[-1].outputs.sum(axis=1), 1.0, rtol=1e-5)
@@ -143,7 +168,7 @@ def test_small_cnn(server: ServerThread) -> None:
     store = store_of(server)
     run = only_run(store)
     assert_scalars_every_batch(store, run, ["loss", "learning_rate"])
-    assert_weight_histograms(store, run, model, 3)
+    assert_weight_histograms(store, run, model, callback, 3)
     assert store.predictions(run)[-1].outputs.shape == (10, 2)
     assert_graph(store, run, {"conv", "pool", "flat", "out"}, {("conv", "pool"), ("pool", "flat"), ("flat", "out")})
     names = {s.name for s in store.data_summaries(run)}
@@ -165,7 +190,7 @@ def test_two_input_functional_with_shared_layer(server: ServerThread) -> None:
     store = store_of(server)
     run = only_run(store)
     assert_scalars_every_batch(store, run, ["loss"])
-    assert_weight_histograms(store, run, model, 6)
+    assert_weight_histograms(store, run, model, callback, 6)
     nodes = {"a", "b", "shared", "cat", "out"}
     assert_graph(store, run, nodes, {("a", "shared"), ("b", "shared"), ("shared", "cat"), ("cat", "out")})
     assert {s.name for s in store.data_summaries(run)} == {"train/0", "train/1"}
@@ -191,8 +216,9 @@ def test_subclassed_model_sends_its_layer_list(server: ServerThread) -> None:
     store = store_of(server)
     run = only_run(store)
     assert_scalars_every_batch(store, run, ["loss", "accuracy"])
-    assert_weight_histograms(store, run, model, 4)
-    assert [p.outputs.shape for p in store.predictions(run, limit=10)] == [(8, 3), (8, 3)]
+    assert_weight_histograms(store, run, model, callback, 4)
+    sent = sent_snapshots(store, run, callback, "predictions", 6)
+    assert [p.outputs.shape for p in store.predictions(run, limit=10)] == [(8, 3)] * len(sent)
     assert_graph(store, run, {layer.name for layer in model.layers}, set())
 
 
@@ -206,7 +232,7 @@ def test_regressor_predictions_match_targets(server: ServerThread) -> None:
     fit(model, x, y, callback)
     store = store_of(server)
     run = only_run(store)
-    assert_weight_histograms(store, run, model, 12)
+    assert_weight_histograms(store, run, model, callback, 12)
     latest = store.predictions(run)[-1]
     assert latest.task == "regression" and latest.outputs.shape == latest.y_true.shape == (16,)
     rates = store.scalars(run, "learning_rate")
@@ -252,8 +278,9 @@ def test_server_killed_and_restarted_loses_nothing(server: ServerThread) -> None
     run = only_run(store)
     assert store.get_run(run).status == "finished"
     assert_scalars_every_batch(store, run, ["loss", "accuracy"])
-    assert_weight_histograms(store, run, model, 2)
-    assert [p.step for p in store.predictions(run, limit=100)] == list(range(2, STEPS + 1, 2))
+    assert_weight_histograms(store, run, model, callback, 2)
+    sent = sent_snapshots(store, run, callback, "predictions", 2)
+    assert [p.step for p in store.predictions(run, limit=100)] == sent
 
 
 def nan_data() -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:

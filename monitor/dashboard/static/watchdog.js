@@ -3,7 +3,9 @@
 // counts its connection as lost when the document fires "connection_lost"
 // or when the server's heartbeat model (a hidden Div named "heartbeat",
 // changed every second) has not changed for config.stall_ms. Then it polls
-// the health endpoint and reloads the page once the server answers.
+// the health endpoint and reloads the page once the server answers. A page
+// that is not the dashboard (the viewer-limit notice) sets config.retry_ms
+// instead: it has no heartbeat and simply tries again after that long.
 (function () {
   "use strict";
   var config = window.LABSCREEN || {};
@@ -42,6 +44,11 @@
   }
 
   function attach() {
+    if (config.retry_ms) {
+      document.documentElement.setAttribute("data-connection", "retry");
+      setTimeout(onLost, config.retry_ms);
+      return;
+    }
     var docs = window.Bokeh && window.Bokeh.documents;
     if (docs && docs.length) {
       docs[0].on_event("connection_lost", onLost);
