@@ -83,8 +83,10 @@ class Viewer:
         return list(self.wait(js, [source, column, length], timeout))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    # Module, not session: Playwright's sync API keeps an event loop running on the main thread
+    # while it is open, which would break every asyncio test that runs after the browser tests.
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
