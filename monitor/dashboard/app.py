@@ -101,7 +101,8 @@ def _dashboard(
 
     panels = PanelSet(look, directory, context.stale_after, pick, kiosk)
     session = DashboardSession(context, directory, doc, panels, follow=kiosk, seat=seat)
-    doc.add_root(session.root)
+    for root in session.roots:
+        doc.add_root(root)
     return session
 
 

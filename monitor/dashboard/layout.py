@@ -3,6 +3,15 @@
 The desk view puts the header and the events strip on top and the panels in
 tabs; the lab-screen (kiosk) view tiles the curves and the latest results
 under a large header, with nothing to click.
+
+Each part is its own document root, not a child of one page-wide column.
+BokehJS (3.x) re-renders a ``Div`` on every change and then recomputes the
+layout of the whole tree up to its root: it re-measures every view
+(``getComputedStyle``, ``getBoundingClientRect``) and repaints every plot.
+With the header's values, the heartbeat and the plots under one root, each
+header change cost a full-page layout, and at a few changes per second the
+browser's main thread could not keep up. As separate roots, a header,
+events or heartbeat change lays out only that small root.
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ class PanelSet:
 
     ``heartbeat`` is a hidden ``Div`` whose text changes every tick; the
     page's watchdog reloads when it stops changing (a silently dead socket).
+    ``roots`` are the document roots, top to bottom (see the module doc).
     """
 
     def __init__(
@@ -49,7 +59,7 @@ class PanelSet:
         self.runs = RunsPanel(look, directory, stale_after, on_pick)
         self.events = EventsPanel(look, label)
         self.heartbeat = Div(text="0", visible=False, name="heartbeat")
-        self.root = self._kiosk_root() if kiosk else self._desk_root()
+        self.roots = self._kiosk_roots() if kiosk else self._desk_roots()
 
     def all(self) -> list[Panel]:
         """The panels, in the order they are fed."""
@@ -59,7 +69,7 @@ class PanelSet:
         """Change the heartbeat so the page knows its connection is alive."""
         self.heartbeat.text = str(int(self.heartbeat.text) + 1)
 
-    def _desk_root(self) -> LayoutDOM:
+    def _desk_roots(self) -> list[LayoutDOM]:
         pages = [
             (self.curves, "Training"), (self.weights, "Weights"), (self.predictions, "Predictions"),
             (self.data, "Data"), (self.model, "Model"), (self.runs, "Runs"),
@@ -67,10 +77,9 @@ class PanelSet:
         tabs = Tabs(
             tabs=[TabPanel(child=p.layout, title=t) for p, t in pages], sizing_mode="stretch_width", name="tabs"
         )
-        parts = [self.header.layout, self.events.layout, tabs, self.heartbeat]
-        return column(*parts, sizing_mode="stretch_width", name="root")
+        return [self.header.layout, self.events.layout, tabs, self.heartbeat]
 
-    def _kiosk_root(self) -> LayoutDOM:
+    def _kiosk_roots(self) -> list[LayoutDOM]:
         results = row(self.weights.layout, self.predictions.layout, sizing_mode="stretch_width")
-        parts = [self.header.layout, self.curves.layout, results, self.events.layout, self.heartbeat]
-        return column(*parts, sizing_mode="stretch_width", name="root")
+        main = column(self.curves.layout, results, sizing_mode="stretch_width", name="main")
+        return [self.header.layout, main, self.events.layout, self.heartbeat]

@@ -80,9 +80,9 @@ class DashboardSession:
         doc.on_session_destroyed(self._on_destroyed)
 
     @property
-    def root(self) -> LayoutDOM:
-        """The layout to add to the document."""
-        return self.panels.root
+    def roots(self) -> list[LayoutDOM]:
+        """The layouts to add to the document, in page order."""
+        return self.panels.roots
 
     def select(self, runs: Sequence[str]) -> None:
         """Show ``runs`` (the first is primary): reset panels, follow them, load history."""
