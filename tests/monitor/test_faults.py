@@ -309,9 +309,9 @@ def test_a_long_absence_stays_bounded_and_every_drop_is_counted_and_announced(
     finish_later.append(monitor)
     sampler = Sampler(monitor, spool)
     step = 0
-    deadline = time.monotonic() + 60
-    # A long stretch: keep logging until the spool has overflowed several times over.
-    while monitor.delivery().dropped < 500 or step < 20_000:
+    deadline = time.monotonic() + 240  # a bound on the poll on a starved machine, not a speed threshold
+    # A long stretch: keep logging until the spool (8 frames-worth per segment) has overflowed many times over.
+    while monitor.delivery().dropped < 50 or step < 20_000 or not (sampler.memory and sampler.disk):
         assert time.monotonic() < deadline, f"only {monitor.delivery().dropped} frames dropped"
         step = log_steps(monitor, step, 100)
         sampler.sample()
@@ -320,7 +320,7 @@ def test_a_long_absence_stays_bounded_and_every_drop_is_counted_and_announced(
     assert 0 < sampler.disk <= spool_limit
     assert any("buffer is full" in r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING)
     before = monitor.delivery()
-    assert before.dropped >= 500 and before.acked == 0
+    assert before.dropped >= 50 and before.acked == 0
 
     with ServerThread(tmp_path / "late.sqlite", port=port) as server:
         report = monitor.finish(timeout=60)
