@@ -349,6 +349,13 @@ class Monitor:
         return max(self._step, 0) if step is None else items.step(step)
 
     def _log_report(self, report: DeliveryReport) -> None:
+        if report.discarded:
+            logger.warning(
+                "labscreen: run %s: %d calls were discarded before sending because they arrived faster "
+                "than the background thread could frame them",
+                self.run,
+                report.discarded,
+            )
         if not report.undelivered and not report.dropped:
             logger.info("labscreen: run %s delivered: %s", self.run, report)
             return

@@ -9,6 +9,12 @@ The link reconnects with exponential backoff and jitter, and after every
 ``welcome`` resends what the server does not have, oldest first. A
 ``Ledger`` keeps the books that become the ``DeliveryReport``.
 
+Hand-over bound: the deque holds at most ``MAX_QUEUED_ITEMS``; a caller
+that outruns the loop by more than that (a tight loop logging while the
+spool churns) has its oldest calls discarded, counted as ``discarded`` in
+the report and warned about once, so memory stays bounded. The loop frames
+at most ``DRAIN_SLICE`` items per turn so acknowledgements keep flowing.
+
 Wake-up: the loop sets ``_asleep`` before it waits for items; ``submit`` pays
 for ``call_soon_threadsafe`` only when it sees that flag, so a busy loop
 costs the caller one deque append. After idle an item is framed at once;
@@ -92,6 +98,10 @@ class LinkClosed(Exception):
         self.reason = reason
 
 
+MAX_QUEUED_ITEMS = 200_000
+DRAIN_SLICE = 20_000
+
+
 class Sender:
     """Delivers a run's frames from a background thread; never raises into the caller.
 
@@ -107,6 +117,7 @@ class Sender:
         self._ledger = Ledger(buffer)
         self._run, self._flush_interval = hello.run, flush_interval
         self._queue: deque[Item] = deque()
+        self._discarded = 0
         self._asleep = False
         self._closing = False
         self._dead = False
@@ -143,10 +154,26 @@ class Sender:
         """
         if self._dead:
             return
+        if len(self._queue) >= MAX_QUEUED_ITEMS:
+            self._discard_oldest()
         self._queue.append(item)
         if self._asleep:
             self._asleep = False
             self._call_soon(self._wake.set)
+
+    def _discard_oldest(self) -> None:
+        try:
+            self._queue.popleft()
+        except IndexError:  # the loop drained it meanwhile
+            return
+        self._discarded += 1
+        if self._discarded == 1:
+            logger.warning(
+                "labscreen: run %s: calls arrive faster than they can be framed (over %d waiting); "
+                "the oldest are discarded and counted in the delivery report",
+                self._run,
+                MAX_QUEUED_ITEMS,
+            )
 
     def close(self, timeout: float) -> DeliveryReport:
         """Wait up to ``timeout`` s for every frame to be settled, then stop the thread.
@@ -195,7 +222,8 @@ class Sender:
     def _finalize(self) -> None:
         self._dead = True
         try:
-            self._drain()
+            while self._queue:
+                self._drain()
             self._final = self._report()
             self._buffer.close()
             pending = asyncio.all_tasks(self._loop)
@@ -212,7 +240,7 @@ class Sender:
             self._settled.set()
 
     def _report(self) -> DeliveryReport:
-        return self._ledger.report(self._run, self._sent)
+        return self._ledger.report(self._run, self._sent, self._discarded)
 
     def _close_requested(self) -> None:
         self._wake.set()
@@ -231,6 +259,8 @@ class Sender:
                 await asyncio.sleep(delay)
             last = self._loop.time()
             self._drain()
+            if self._queue:  # more than one slice waits: let acknowledgements and sends run first
+                await asyncio.sleep(0)
 
     async def _items(self) -> None:
         while not self._queue:
@@ -244,7 +274,7 @@ class Sender:
     def _drain(self) -> None:
         scalars: list[ScalarItem] = []
         builders: list[Builder] = []
-        while self._queue:
+        for _ in range(min(len(self._queue), DRAIN_SLICE)):
             item = self._queue.popleft()
             if isinstance(item, ScalarItem):
                 scalars.append(item)

@@ -277,6 +277,9 @@ class DeliveryReport:
         refused: Frames the server (or the encoder) refused; never resent.
         dropped: Oldest frames dropped because buffer and spool were full.
         undelivered: Frames still unacknowledged at the end.
+        discarded: Calls (``log``, ``histogram``...) discarded before they
+            became frames, because the caller outran the background thread
+            by more than ``MAX_QUEUED_ITEMS``; not counted in ``frames``.
     """
 
     run: str
@@ -286,6 +289,7 @@ class DeliveryReport:
     refused: int
     dropped: int
     undelivered: int
+    discarded: int = 0
 
 
 class Ledger:
@@ -349,9 +353,11 @@ class Ledger:
         self._held_refused -= settled
         self.acked += len(released) - len(settled)
 
-    def report(self, run: str, sent: int) -> DeliveryReport:
-        """The counts so far as a ``DeliveryReport``; ``sent`` is the sender's count."""
-        return DeliveryReport(run, self.frames, sent, self.acked, self.refused, self.dropped, self.outstanding)
+    def report(self, run: str, sent: int, discarded: int = 0) -> DeliveryReport:
+        """The counts so far as a ``DeliveryReport``; ``sent`` and ``discarded`` are the sender's counts."""
+        return DeliveryReport(
+            run, self.frames, sent, self.acked, self.refused, self.dropped, self.outstanding, discarded
+        )
 
     def refuse(self, seq: int) -> bool:
         """The server refused a frame; False if it is not held or was refused already."""

@@ -285,11 +285,15 @@ class Sampler:
         self.disk = 0
 
     def sample(self) -> None:
-        self._sender._loop.call_soon_threadsafe(self._on_loop)
+        """Measure on the sender's loop and wait for it, which also paces the caller to the sender."""
+        done = threading.Event()
+        self._sender._loop.call_soon_threadsafe(self._on_loop, done)
+        done.wait(30)
 
-    def _on_loop(self) -> None:
+    def _on_loop(self, done: threading.Event) -> None:
         self.memory = max(self.memory, self._sender._buffer.memory_bytes)
         self.disk = max(self.disk, sum(path.stat().st_size for path in self._spool.glob("*.spool")))
+        done.set()
 
 
 @pytest.mark.timeout(180)

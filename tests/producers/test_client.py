@@ -325,6 +325,31 @@ def test_frames_dropped_while_unreachable_are_counted_and_announced(tmp_path: Pa
     assert "event 99" in texts and "event 0" not in texts
 
 
+def test_a_caller_that_outruns_the_sender_has_its_oldest_calls_discarded_counted_and_warned(
+    server: ServerThread, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr("producers.sender.MAX_QUEUED_ITEMS", 100)
+    monitor = Monitor(server.url, name="outrun", flush_interval=0)
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:  # the sender's loop is busy: nothing is framed meanwhile
+        held.set()
+        release.wait(30)
+
+    monitor._sender._loop.call_soon_threadsafe(hold)
+    assert held.wait(30)
+    for step in range(1_000):
+        monitor.log({"loss": float(step)}, step=step)
+    release.set()
+    wait_until(lambda: monitor.delivery().acked == 1)
+    report = monitor.finish(timeout=60)
+    assert report.discarded == 900 and report.undelivered == 0
+    assert store_of(server).scalars(monitor.run, "loss").steps.tolist() == list(range(900, 1_000))
+    warnings = producer_warnings(caplog)
+    assert sum("faster than they can be framed" in w for w in warnings) == 1
+    assert any("900 calls were discarded" in w for w in warnings)
+
+
 def test_a_wrong_token_is_reported_once_and_the_environment_token_is_used(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
