@@ -2,7 +2,10 @@
 
 A chart holds one metric in all its variants: ``loss`` with ``val_loss``,
 ``accuracy`` with ``val_accuracy``; the learning rate and the gradient norm
-each get their own chart whatever they are called. Pure functions, no Bokeh.
+each get their own chart whatever they are called. A name with a path
+(``weights_norm/dense/kernel``, ``update_ratio/conv/bias``) goes on the chart
+of its first component, as in TensorBoard, so per-tensor series share one
+chart instead of one each. Pure functions, no Bokeh.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ _VALIDATION_PREFIXES = ("validation_", "validation/", "val_", "val/")
 _ALIASES = {
     "lr": LEARNING_RATE, "learning_rate": LEARNING_RATE, "learning-rate": LEARNING_RATE,
     "grad_norm": GRADIENT_NORM, "gradient_norm": GRADIENT_NORM, "global_norm": GRADIENT_NORM,
-    "grad-norm": GRADIENT_NORM,
+    "grad-norm": GRADIENT_NORM, "gradients_norm": GRADIENT_NORM,
 }  # fmt: skip
 _FIRST = ("loss", "accuracy", "acc")
 _LAST = (LEARNING_RATE, GRADIENT_NORM)
@@ -32,6 +35,8 @@ def chart_key(name: str) -> str:
         if base.lower().startswith(prefix) and len(base) > len(prefix):
             base = base[len(prefix) :]
             break
+    head = base.split("/", 1)[0]
+    base = head if head else base
     return _ALIASES.get(base.lower(), base)
 
 

@@ -187,7 +187,7 @@ def test_weights_predictions_data_and_model_panels_show_pushed_values(
 ) -> None:
     rng = np.random.default_rng(0)
     monitor = monitors("panels")
-    monitor.log({"loss": 1.0}, step=0)
+    monitor.log({"loss": 1.0, "norm/dense/kernel": 2.5}, step=0)
     monitor.histogram("dense/kernel", (np.linspace(-1, 1, 5), np.array([1.0, 2.0, 3.0, 4.0])), step=0)
     y_true = np.array([0, 1, 2, 1])
     outputs = np.array([[0.8, 0.1, 0.1], [0.2, 0.7, 0.1], [0.1, 0.2, 0.7], [0.6, 0.3, 0.1]])
@@ -210,6 +210,10 @@ def test_weights_predictions_data_and_model_panels_show_pushed_values(
     assert viewer.column("weights-bands", "p50") == pytest.approx(
         [1 / 3, -1 / 3]
     )  # median of counts 1,2,3,4 on [-1, 1]
+    monitor.log({"norm/dense/kernel": 2.0, "update_ratio/dense/kernel": 0.01}, step=1)
+    assert viewer.wait_column_length("weights-norm", "value", 2) == [2.5, 2.0]
+    assert viewer.wait_column_length("weights-ratio", "step", 1) == [1.0]
+    assert viewer.column("weights-ratio", "value") == [0.01]
 
     assert viewer.wait_column_length("predictions-classes", "cls", 3) == ["cat", "dog", "eel"]
     assert viewer.column("predictions-classes", "mean_prob") == pytest.approx(outputs.mean(axis=0).tolist())

@@ -21,11 +21,13 @@ from monitor.wire import Event, Hello, Scalars
 
 def test_group_metrics_pairs_validation_and_orders_charts() -> None:
     groups = group_metrics(
-        ["val_loss", "lr", "loss", "accuracy", "val_accuracy", "zeta", "grad_norm", "epoch", "train/acc2"]
-    )
+        ["val_loss", "lr", "loss", "accuracy", "val_accuracy", "zeta", "grad_norm", "epoch", "train/acc2",
+         "weights_norm/d/kernel", "weights_norm/d/bias", "gradients_norm/global", "update_ratio/d/kernel"]
+    )  # fmt: skip
     assert groups == {
         "loss": ["loss", "val_loss"], "accuracy": ["accuracy", "val_accuracy"], "acc2": ["train/acc2"],
-        "zeta": ["zeta"], "learning rate": ["lr"], "gradient norm": ["grad_norm"],
+        "update_ratio": ["update_ratio/d/kernel"], "weights_norm": ["weights_norm/d/bias", "weights_norm/d/kernel"],
+        "zeta": ["zeta"], "learning rate": ["lr"], "gradient norm": ["grad_norm", "gradients_norm/global"],
     }  # fmt: skip
     assert is_validation("val_loss") and not is_validation("loss")
 

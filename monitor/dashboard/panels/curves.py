@@ -150,7 +150,7 @@ class CurvesPanel(Panel):
             title=key, height=round(260 * self._look.scale), sizing_mode="stretch_width", name=f"chart:{key}",
             x_axis_type="datetime" if by_time else "linear",
             y_axis_type="log" if self.y_scale.active == 1 else "linear",
-            tools="pan,wheel_zoom,box_zoom,reset,save", output_backend="webgl",
+            tools="pan,wheel_zoom,box_zoom,reset,save",  # canvas: WebGL without a GPU repaints far slower
         )  # fmt: skip
         fig.xaxis.axis_label = "time" if by_time else "step"
         x = "wall" if by_time else "step"

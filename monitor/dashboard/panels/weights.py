@@ -3,9 +3,11 @@
 Sources: ``weights-current`` (quad: left, right, top; patched in place when
 the bins keep their count), ``weights-bands`` (step and the percentile
 columns of ``percentiles.BAND_COLUMNS``; streamed with rollover) and
-``weights-heatmap`` (one step x bin ``image``, resampled onto a common grid).
-Every tensor's recent histograms are kept in memory so switching the layer
-picker needs no store read.
+``weights-heatmap`` (one step x bin ``image``, resampled onto a common grid)
+and ``weights-norm`` / ``weights-ratio`` (step, value: the chosen tensor's
+norm and update ratio, when sent; see ``tensor_scalars``).
+Every tensor's recent histograms and norms are kept in memory so switching
+the layer picker needs no store read.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 import numpy as np
 from bokeh.layouts import column, row
-from bokeh.models import ColumnDataSource, LinearColorMapper
+from bokeh.models import ColumnDataSource, DataRange1d, LinearAxis, LinearColorMapper
 from bokeh.models.widgets import Select
 from bokeh.palettes import Viridis256
 from bokeh.plotting import figure
@@ -26,12 +28,15 @@ from monitor.dashboard.history import RunHistory
 from monitor.dashboard.panels.base import Panel, empty_state, floats
 from monitor.dashboard.percentiles import BAND_COLUMNS, histogram_percentiles, resample_counts
 from monitor.dashboard.theme import Look
-from monitor.wire import Histogram
+from monitor.wire import Histogram, Scalars
 
 KEEP = 200
 """Histograms kept per tensor (and steps in the heatmap)."""
 BAND_ROLLOVER = 2000
 GRID_BINS = 64
+NORM_KEEP = 2000
+"""Norm and update-ratio points kept per tensor."""
+_NORM_PREFIXES = ("weights_norm/", "gradients_norm/", "norm/", "update_ratio/")
 EMPTY_TEXT = (
     "No weight histograms yet: send them with <code>monitor.histogram('dense/kernel', weights)</code> "
     "or <code>MonitorCallback(histogram_freq=1)</code>."
@@ -44,33 +49,69 @@ class WeightsPanel(Panel):
     def __init__(self, look: Look) -> None:
         self._run: str | None = None
         self._kept: dict[str, deque[Histogram]] = {}
+        self._norms: dict[str, deque[tuple[float, float]]] = {}
         self.layer = Select(title="Tensor", options=[], value="", name="weights-layer", width=320)
         self.layer.on_change("value", lambda _a, _o, _n: self._redraw())
         self.current = ColumnDataSource(data=_bins([], []), name="weights-current")
         self.bands = ColumnDataSource(data={c: floats([]) for c in ("step", *BAND_COLUMNS)}, name="weights-bands")
         self.heatmap = ColumnDataSource(data=_image(np.zeros((1, 1)), 0, 1, 0, 1), name="weights-heatmap")
+        self.norm = ColumnDataSource(data=_points([]), name="weights-norm")
+        self.ratio = ColumnDataSource(data=_points([]), name="weights-ratio")
         self._empty = empty_state(look, "weights-empty", EMPTY_TEXT)
+        self._norm_figure = self._norms_figure(look)
         figures = row(
             self._current_figure(look),
             self._bands_figure(look),
             self._heatmap_figure(look),
             sizing_mode="stretch_width",
         )
-        self._body = column(self.layer, figures, sizing_mode="stretch_width", visible=False)
+        self._body = column(self.layer, figures, self._norm_figure, sizing_mode="stretch_width", visible=False)
         self.layout = column(self._empty, self._body, sizing_mode="stretch_width", name="weights")
 
     def reset(self, runs: Sequence[str]) -> None:
         self._run = runs[0] if runs else None
         self._kept.clear()
+        self._norms.clear()
         self.layer.options, self.layer.value = [], ""
         self._redraw()
 
     def load(self, history: RunHistory) -> None:
-        if history.run == self._run:
-            self._add([h for hs in history.histograms.values() for h in hs], live=False)
+        if history.run != self._run:
+            return
+        for name, series in history.scalars.items():
+            if name.startswith(_NORM_PREFIXES):
+                points = zip(series.steps.tolist(), series.values.tolist(), strict=True)
+                self._norms.setdefault(name, deque(maxlen=NORM_KEEP)).extend(points)
+        self._add([h for hs in history.histograms.values() for h in hs], live=False)
+        self._show_norms()
 
     def update(self, batch: Batch) -> None:
+        fresh = self._add_norms([m for m in batch.scalars if m.run == self._run])
         self._add([h for h in batch.histograms if h.run == self._run], live=True)
+        norm_name, ratio_name = tensor_scalars(self.layer.value)
+        for name, source in ((norm_name, self.norm), (ratio_name, self.ratio)):
+            if name in fresh:
+                source.stream(_points(fresh[name]), rollover=NORM_KEEP)
+        if fresh.keys() & {norm_name, ratio_name}:
+            self._norm_figure.visible = True
+
+    def _add_norms(self, messages: list[Scalars]) -> dict[str, list[tuple[float, float]]]:
+        fresh: dict[str, list[tuple[float, float]]] = {}
+        for message in messages:
+            for index, name in enumerate(message.names):
+                if not name.startswith(_NORM_PREFIXES):
+                    continue
+                mask = message.index == index
+                points = list(zip(message.steps[mask].tolist(), message.values[mask].tolist(), strict=True))
+                self._norms.setdefault(name, deque(maxlen=NORM_KEEP)).extend(points)
+                fresh.setdefault(name, []).extend(points)
+        return fresh
+
+    def _show_norms(self) -> None:
+        norm_name, ratio_name = tensor_scalars(self.layer.value)
+        norm, ratio = self._norms.get(norm_name, ()), self._norms.get(ratio_name, ())
+        self.norm.data, self.ratio.data = _points(norm), _points(ratio)
+        self._norm_figure.visible = bool(norm or ratio)
 
     def _add(self, histograms: list[Histogram], live: bool) -> None:
         if not histograms:
@@ -100,6 +141,7 @@ class WeightsPanel(Panel):
         else:
             self.current.data = _bins([], [])
         self._draw_heatmap()
+        self._show_norms()
 
     def _show_current(self, histogram: Histogram) -> None:
         data = _bins(histogram.edges, histogram.counts)
@@ -154,6 +196,48 @@ class WeightsPanel(Panel):
         mapper = LinearColorMapper(palette=Viridis256)
         fig.image(image="image", x="x", y="y", dw="dw", dh="dh", source=self.heatmap, color_mapper=mapper)  # type: ignore[call-arg]
         return fig
+
+    def _norms_figure(self, look: Look) -> figure:
+        fig = figure(
+            title="norm (left) and update ratio ||w_t - w_t-k|| / ||w_t|| (right)",
+            height=round(220 * look.scale),
+            sizing_mode="stretch_width",
+            tools="pan,wheel_zoom,reset,hover",
+            name="weights-norms",
+            visible=False,
+        )
+        norm = fig.line(x="step", y="value", source=self.norm, line_width=2, legend_label="norm")
+        fig.y_range = DataRange1d(renderers=[norm])
+        ratio_range = DataRange1d()
+        fig.extra_y_ranges = {"ratio": ratio_range}
+        ratio = fig.line(
+            x="step", y="value", source=self.ratio, y_range_name="ratio", line_width=2, color="#d62728",
+            line_dash="dashed", legend_label="update ratio",
+        )  # fmt: skip
+        ratio_range.renderers = [ratio]
+        fig.add_layout(LinearAxis(y_range_name="ratio", axis_label="update ratio"), "right")
+        fig.yaxis[0].axis_label = "norm"
+        fig.legend.location = "top_left"
+        return fig
+
+
+def tensor_scalars(histogram: str) -> tuple[str, str]:
+    """The scalar series that hold a tensor's norm and update ratio.
+
+    ``MonitorCallback`` names its histograms ``weights/<var>`` and
+    ``gradients/<var>`` and their norms ``weights_norm/<var>``,
+    ``gradients_norm/<var>`` and ``update_ratio/<var>``; for any other tensor
+    ``<name>`` a producer sends ``norm/<name>`` and ``update_ratio/<name>``.
+    """
+    kind, sep, rest = histogram.partition("/")
+    if sep and rest and kind in ("weights", "gradients"):
+        return f"{kind}_norm/{rest}", f"update_ratio/{rest}" if kind == "weights" else ""
+    return f"norm/{histogram}", f"update_ratio/{histogram}"
+
+
+def _points(points: Any) -> dict[str, Any]:
+    pairs = np.array(list(points), dtype=np.float64).reshape(-1, 2)
+    return {"step": pairs[:, 0].copy(), "value": pairs[:, 1].copy()}
 
 
 def _bins(edges: Any, counts: Any) -> dict[str, Any]:
