@@ -125,7 +125,7 @@ def send_data_summary(
     """Send a summary of each input: tabular features per column, images as pixel intensities.
 
     Images (3 or more axes) are sent twice: ``name`` holds each image's mean
-    intensity per channel, with the labels; ``name + "/pixels"`` holds a
+    and standard deviation of intensity per channel, with the labels; ``name + "/pixels"`` holds a
     sample of raw pixel values per channel. Several inputs get one summary
     each, named ``name/<input>``. Regression targets join the features as
     ``target`` columns. Raises what ``Monitor.data_summary`` raises.
@@ -151,8 +151,9 @@ def _send_images(sink: DataSink, images: Array, labels: Array | None, names: lis
     channels = images.shape[-1] if images.ndim == 4 else 1
     pixels = images.reshape(len(images), -1, channels).astype(np.float64)
     channel_names = ["intensity"] if channels == 1 else [f"channel{c}" for c in range(channels)]
-    means = [f"mean {c}" for c in channel_names]
-    sink.data_summary(pixels.mean(axis=1), labels, feature_names=means, label_names=names, name=part)
+    per_image = np.concatenate([pixels.mean(axis=1), pixels.std(axis=1)], axis=1)
+    stats = [f"mean {c}" for c in channel_names] + [f"std {c}" for c in channel_names]
+    sink.data_summary(per_image, labels, feature_names=stats, label_names=names, name=part)
     flat = pixels.reshape(-1, channels)
     if len(flat) > MAX_PIXELS:
         flat = flat[np.random.default_rng(0).choice(len(flat), MAX_PIXELS, replace=False)]

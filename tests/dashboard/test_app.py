@@ -196,6 +196,7 @@ def test_weights_predictions_data_and_model_panels_show_pushed_values(
     monitor.data_summary(
         features, labels=rng.integers(0, 3, 200), feature_names=["height", "width"], label_names=["a", "b", "c"]
     )
+    monitor.data_summary(rng.random((50, 1)), feature_names=["intensity"], name="train/pixels", sample_size=0)
     monitor.graph(
         [{"name": "input", "type": "InputLayer", "output_shape": "(None, 2)", "params": 0, "trainable": 0},
          {"name": "dense", "type": "Dense", "output_shape": "(None, 3)", "params": 9, "trainable": 9}],
@@ -225,6 +226,11 @@ def test_weights_predictions_data_and_model_panels_show_pushed_values(
     assert viewer.wait_column_length("data-labels", "label", 3) == ["a", "b", "c"]
     assert sum(viewer.column("data-labels", "count") or []) == 200
     assert viewer.wait_column_length("data-scatter", "x", 1)
+    # the labelled summary is shown first; the pixel summary is one pick away
+    assert viewer.page.evaluate("() => __find('data-summary-select').options") == ["train", "train/pixels"]
+    viewer.page.evaluate("() => { __find('data-summary-select').value = 'train/pixels' }")
+    viewer.wait("() => __find('data-feature-select').value === 'intensity'")
+    assert sum(viewer.column("data-feature", "top") or []) == 50
     assert viewer.wait_column_length("model-nodes", "name", 2) == ["input", "dense"]
     assert viewer.column("model-nodes", "y") == [0.0, -1.0]
     viewer.wait_text("model-total", "9</b> parameters")

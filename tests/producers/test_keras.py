@@ -171,8 +171,10 @@ def test_small_cnn(server: ServerThread) -> None:
     assert_weight_histograms(store, run, model, callback, 3)
     assert store.predictions(run)[-1].outputs.shape == (10, 2)
     assert_graph(store, run, {"conv", "pool", "flat", "out"}, {("conv", "pool"), ("pool", "flat"), ("flat", "out")})
-    names = {s.name for s in store.data_summaries(run)}
-    assert names == {"train", "train/pixels"}
+    summaries = {s.name: s for s in store.data_summaries(run)}
+    assert set(summaries) == {"train", "train/pixels"}
+    assert summaries["train"].feature_names == ("mean intensity", "std intensity")
+    assert summaries["train"].label_counts is not None and summaries["train"].label_counts.sum() == 10
 
 
 def test_two_input_functional_with_shared_layer(server: ServerThread) -> None:

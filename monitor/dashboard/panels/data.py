@@ -1,5 +1,10 @@
 """Data: the input data at a glance, from the primary run's data summaries.
 
+A run can send several summaries (``MonitorCallback`` sends images as
+``train``, per-image statistics with labels, and ``train/pixels``, raw
+pixel values); ``data-summary-select`` picks one, the first with labels by
+default, and shows only when there is a choice.
+
 Sources: ``data-feature`` (quad histogram of the feature chosen in
 ``data-feature-select``), ``data-labels`` (label counts as bars and as a
 pie) and ``data-scatter`` (two chosen features of the sample, coloured by
@@ -39,6 +44,10 @@ class DataPanel(Panel):
     def __init__(self, look: Look) -> None:
         self._run: str | None = None
         self._summary: DataSummary | None = None
+        self._summaries: dict[str, DataSummary] = {}
+        self.summary = Select(title="Summary", options=[], value="", name="data-summary-select", width=220)
+        self.summary.visible = False
+        self.summary.on_change("value", lambda _a, _o, _n: self._pick())
         self.feature = Select(title="Feature", options=[], value="", name="data-feature-select", width=220)
         self.x, self.y = (Select(title=t, options=[], value="", name=f"data-{t}-select", width=160) for t in ("x", "y"))
         for select in (self.feature, self.x, self.y):
@@ -55,16 +64,35 @@ class DataPanel(Panel):
     def reset(self, runs: Sequence[str]) -> None:
         self._run = runs[0] if runs else None
         self._summary = None
+        self._summaries.clear()
+        self.summary.options, self.summary.value, self.summary.visible = [], "", False
         self._empty.visible, self._body.visible = True, False
 
     def load(self, history: RunHistory) -> None:
         if history.run == self._run and history.data:
-            self._set(history.data[-1])
+            self._receive(history.data)
 
     def update(self, batch: Batch) -> None:
         mine = [d for d in batch.data if d.run == self._run]
         if mine:
-            self._set(mine[-1])
+            self._receive(mine)
+
+    def _receive(self, summaries: Sequence[DataSummary]) -> None:
+        for summary in summaries:
+            self._summaries[summary.name] = summary
+        names: list[Any] = list(self._summaries)
+        if list(self.summary.options) != names:
+            self.summary.options = names
+            self.summary.visible = len(names) > 1
+        if self.summary.value not in self._summaries:
+            labelled = [n for n, s in self._summaries.items() if s.label_counts is not None]
+            self.summary.value = (labelled or names)[0]  # triggers _pick
+        else:
+            self._pick()
+
+    def _pick(self) -> None:
+        if self.summary.value in self._summaries:
+            self._set(self._summaries[self.summary.value])
 
     def _set(self, summary: DataSummary) -> None:
         self._summary = summary
@@ -136,7 +164,7 @@ class DataPanel(Panel):
             color=factor_cmap("label", _PALETTE, [str(i) for i in range(10)]),
         )
         return column(
-            row(self.feature, self.x, self.y),
+            row(self.summary, self.feature, self.x, self.y),
             row(hist, bars, pie, scatter, sizing_mode="stretch_width"),
             sizing_mode="stretch_width",
             visible=False,
