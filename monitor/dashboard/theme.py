@@ -67,6 +67,24 @@ def look_for(kiosk: bool, dark: bool) -> Look:
     return DARK if dark else LIGHT
 
 
+def widget_css(look: Look) -> str:
+    """CSS for the widgets' shadow DOM (inputs, buttons, tables, tabs), which page CSS cannot reach."""
+    base = f"background-color: {look.panel}; color: {look.text}; border-color: {look.grid};"
+    selected = f"background-color: {look.grid}; color: {look.text};"
+    return (
+        f":host {{ color: {look.text}; font-size: {look.px(14)}; }}"
+        f".bk-input, select, option, .bk-btn {{ {base} }}"
+        f".bk-btn.bk-active, .bk-btn:hover {{ {selected} }}"
+        f".bk-slider-title, .bk-input-group label {{ color: {look.text}; }}"
+        f".slick-header-columns, .slick-header-column, .slick-row, .slick-cell {{ {base} }}"
+        f".slick-row.odd .slick-cell {{ background-color: {look.background}; }}"
+        f".slick-cell.selected, .slick-row.active .slick-cell {{ {selected} }}"
+        f".bk-header {{ border-color: {look.grid}; }}"
+        f".bk-tab {{ color: {look.muted}; border-color: {look.grid}; }}"
+        f".bk-tab.bk-active {{ {base} }}"
+    )
+
+
 def _theme_json(look: Look) -> dict[str, Any]:
     text = {"text_color": look.text, "text_font_size": look.px(15)}
     axis = {
@@ -74,8 +92,10 @@ def _theme_json(look: Look) -> dict[str, Any]:
         "major_label_text_font_size": look.px(12), "axis_label_text_font_size": look.px(13),
         "axis_line_color": look.muted, "major_tick_line_color": look.muted, "minor_tick_line_color": look.muted,
     }  # fmt: skip
+    widgets = {"stylesheets": [widget_css(look)]} if look.dark else {}
     return {
         "attrs": {
+            "Widget": widgets, "Tabs": widgets,
             "Plot": {
                 "background_fill_color": look.panel, "border_fill_color": look.panel,
                 "outline_line_color": look.grid,
