@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from monitor.dashboard.feed import Feed
 from monitor.dashboard.seats import Seats
-from monitor.hub import Hub
+from monitor.hub import Hub, HubMessage
 from tests.dashboard.test_pure import _scalars, _Scheduler
 
 
 def test_held_feed_schedules_nothing_and_flushes_what_coalesced_on_resume() -> None:
-    hub, scheduler, delivered = Hub(), _Scheduler(), []
+    hub, scheduler = Hub(), _Scheduler()
+    delivered: list[list[HubMessage]] = []
     ready = [False]
     feed = Feed(hub, scheduler, delivered.append, min_interval=0.0, ready=lambda: ready[0])
     feed.follow(["a"])
@@ -29,7 +30,8 @@ def test_held_feed_schedules_nothing_and_flushes_what_coalesced_on_resume() -> N
 
 
 def test_feed_that_turns_unready_before_its_flush_keeps_the_messages() -> None:
-    hub, scheduler, delivered = Hub(), _Scheduler(), []
+    hub, scheduler = Hub(), _Scheduler()
+    delivered: list[list[HubMessage]] = []
     ready = [True]
     feed = Feed(hub, scheduler, delivered.append, min_interval=0.0, ready=lambda: ready[0])
     feed.follow(["a"])

@@ -14,7 +14,7 @@ from monitor.dashboard.grouping import group_metrics, is_validation
 from monitor.dashboard.history import RunHistory, after_history
 from monitor.dashboard.percentiles import histogram_percentiles, resample_counts
 from monitor.dashboard.smoothing import ema
-from monitor.hub import Hub
+from monitor.hub import Hub, HubMessage
 from monitor.store.base import ScalarSeries
 from monitor.wire import Event, Hello, Scalars
 
@@ -96,7 +96,8 @@ def _scalars(run: str, seq: int, steps: list[int], names: tuple[str, ...] = ("lo
 
 
 def test_feed_flushes_first_message_next_tick_then_coalesces_and_unsubscribes() -> None:
-    hub, scheduler, delivered = Hub(), _Scheduler(), []
+    hub, scheduler = Hub(), _Scheduler()
+    delivered: list[list[HubMessage]] = []
     feed = Feed(hub, scheduler, delivered.append, min_interval=60.0)
     feed.follow(["a"])
     hub.publish(_scalars("b", 1, [0]))

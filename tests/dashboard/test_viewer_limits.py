@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pytest
 from playwright.sync_api import Error as PlaywrightError
+from tornado.iostream import IOStream
 
 from monitor.dashboard.backlog import bytes_written, outstanding_bytes, socket_stream
 from producers.client import Monitor
@@ -40,7 +41,9 @@ STALL_SECONDS = 3.0
 @pytest.fixture
 def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ServerThread]:
     """The dashboard's server with a small backlog cap and stall time; ``indirect`` params add settings."""
-    settings = {"stale_after": 30.0, "max_viewer_backlog_bytes": BACKLOG_CAP, "viewer_stall_seconds": STALL_SECONDS}
+    settings: dict[str, Any] = {
+        "stale_after": 30.0, "max_viewer_backlog_bytes": BACKLOG_CAP, "viewer_stall_seconds": STALL_SECONDS,
+    }  # fmt: skip
     settings.update(getattr(request, "param", {}))
     thread = ServerThread(tmp_path / "store.sqlite", **settings)
     thread.start()
@@ -81,7 +84,7 @@ def connection_from(server: ServerThread, port: int) -> Any:
     def find() -> Any:
         for connection in server.running._viewer_connections():
             stream = socket_stream(connection._socket)
-            if stream is not None and stream.socket is not None and stream.socket.getpeername()[1] == port:
+            if isinstance(stream, IOStream) and stream.socket is not None and stream.socket.getpeername()[1] == port:
                 return connection
         return None
 
@@ -225,14 +228,22 @@ def test_closed_tab_frees_its_session_and_document(
     server: ServerThread, browser: Any, monitors: Callable[..., Monitor]
 ) -> None:
     monitors("watched").log({"loss": 1.0}, step=0)
-    documents = lambda: server.call(lambda: server.running.dashboard_documents)  # noqa: E731
+
+    def documents() -> int:
+        return server.call(lambda: server.running.dashboard_documents)
+
+    def session_documents() -> list[weakref.ref[Any]]:
+        bokeh = server.running._bokeh
+        assert bokeh is not None
+        return [weakref.ref(s.document) for s in bokeh.get_sessions("/")]
+
     assert documents() == 0
     context = browser.new_context()
     try:
         viewer = Viewer(context.new_page(), []).open(server.url + "/?run=watched")
         viewer.wait_column_length("scalars:watched:loss", "step", 1)
         assert documents() == 1 and server.call(lambda: server.running.viewer_sessions) == 1
-        refs = server.call(lambda: [weakref.ref(s.document) for s in server.running._bokeh.get_sessions("/")])
+        refs = server.call(session_documents)
     finally:
         context.close()
     wait_until(lambda: documents() == 0, timeout=20, what="Bokeh to discard the closed tab's session")

@@ -5,7 +5,9 @@ Each (run, series) has its own ``ColumnDataSource`` named
 ``smooth`` (EMA) and ``wall`` (milliseconds since the epoch), bounded by
 ``ROLLOVER``. A flush streams once per source. Changing the y scale or the
 x axis rebuilds the figures around the same sources; changing the smoothing
-re-sends only the ``smooth`` column.
+re-sends only the ``smooth`` column. Smoothing follows the slider's
+``value_throttled`` (set when the handle is let go), so points streamed while
+the handle moves continue the average with the weight the line was drawn with.
 """
 
 from __future__ import annotations
@@ -82,7 +84,7 @@ class CurvesPanel(Panel):
     def load(self, history: RunHistory) -> None:
         for name, series in history.scalars.items():
             line = self._line(history.run, name)
-            smooth, line.state = ema(series.values, self.smoothing.value)
+            smooth, line.state = ema(series.values, self.smoothing.value_throttled)
             line.source.data = {
                 "step": floats(series.steps), "value": floats(series.values), "smooth": smooth,
                 "wall": floats(series.wall) * 1000.0,
@@ -101,7 +103,7 @@ class CurvesPanel(Panel):
     def _stream(self, line: _Line, parts: list[tuple[Array, Array, Array]]) -> None:
         steps, values, wall = (np.concatenate([p[i] for p in parts]) for i in range(3))
         order = np.argsort(steps, kind="stable")
-        smooth, line.state = ema(values[order], self.smoothing.value, line.state)
+        smooth, line.state = ema(values[order], self.smoothing.value_throttled, line.state)
         columns: dict[str, Any] = {
             "step": floats(steps[order]),
             "value": floats(values[order]),
@@ -141,7 +143,7 @@ class CurvesPanel(Panel):
 
     def _resmooth(self) -> None:
         for line in self._lines.values():
-            smooth, line.state = ema(np.asarray(line.source.data["value"]), self.smoothing.value)
+            smooth, line.state = ema(np.asarray(line.source.data["value"]), self.smoothing.value_throttled)
             line.source.data["smooth"] = smooth
 
     def _figure(self, key: str) -> figure:

@@ -1,0 +1,324 @@
+"""The dashboard's controls, operated in real headless Chromium against a real server.
+
+Each control is changed the way its BokehJS view changes it (a model property
+set in the page, which syncs to the server); the effect is read back from the
+page's own models. Every wait is on a condition.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+import pytest
+
+from monitor.dashboard.panels.predictions import RESIDUAL_BINS
+from monitor.dashboard.smoothing import ema
+from producers.client import Monitor
+from tests.dashboard.conftest import Viewer
+from tests.dashboard.test_app import wait_until
+from tests.serving import ServerThread
+
+pytestmark = pytest.mark.browser
+
+# A slider's view sets ``value`` while the handle moves and both ``value`` and
+# ``value_throttled`` when it is let go (BokehJS ``AbstractSliderView._slide`` / ``_change``).
+DRAG_JS = "([n, v]) => { __find(n).value = v; return true }"
+RELEASE_JS = "([n, v]) => { __find(n).setv({value: v, value_throttled: v}); return true }"
+SET_JS = "([n, attr, v]) => { __find(n)[attr] = v; return true }"
+SELECT_ROWS_JS = "(indices) => { __find('runs-table').selected.indices = indices; return true }"
+CLOSE_JS = """([s, c, expected]) => { const m = __find(s);
+  if (!m || !m.data[c] || m.data[c].length !== expected.length) return false;
+  return expected.every((e, i) => { const v = m.data[c][i];
+    return e === null ? Number.isNaN(v) : Math.abs(v - e) <= 1e-9 * Math.max(1, Math.abs(e)) }) }"""
+CHART_JS = """(name) => { const fig = __find(name); if (!fig) return null;
+  const lines = fig.renderers.filter((r) => r.type === 'GlyphRenderer').map((r) => ({
+    source: r.data_source.name, x: r.glyph.x.field, y: r.glyph.y.field, length: r.data_source.data.value.length }));
+  return { y_scale: fig.y_scale.type, x_scale: fig.x_scale.type, x_axis: fig.below[0].type,
+           y_axis: fig.left[0].type, x_label: fig.below[0].axis_label, lines } }"""
+
+
+def nan_as_none(values: Iterable[float]) -> list[float | None]:
+    return [None if np.isnan(v) else float(v) for v in values]
+
+
+def wait_column_close(viewer: Viewer, source: str, column: str, expected: Iterable[float]) -> list[Any]:
+    """Wait until ``source.column`` equals ``expected`` (to 1e-9 relative; NaN matches NaN); return it."""
+    viewer.wait(CLOSE_JS, [source, column, nan_as_none(expected)])
+    return viewer.column(source, column) or []
+
+
+def server_slider_values(server: ServerThread, name: str) -> list[Any]:
+    """The value of widget ``name`` in every dashboard session's document on the server."""
+
+    def read() -> list[Any]:
+        bokeh = server.running._bokeh
+        assert bokeh is not None
+        return [getattr(s.document.get_model_by_name(name), "value", None) for s in bokeh.get_sessions("/")]
+
+    return server.call(read)
+
+
+def chart(viewer: Viewer, name: str) -> dict[str, Any]:
+    return viewer.page.evaluate(CHART_JS, name)  # type: ignore[no-any-return]
+
+
+def test_smoothing_slider_resmooths_every_line_and_later_points_continue_with_it(
+    server: ServerThread, viewers: Callable[..., Viewer], monitors: Callable[..., Monitor]
+) -> None:
+    rng = np.random.default_rng(1)
+    loss = (1.0 / np.arange(1, 31) + rng.normal(0, 0.05, 30)).tolist()
+    loss[7] = float("nan")  # a gap: NaN in the smoothed line, skipped by the average
+    val_loss = (2.0 / np.arange(1, 31) + rng.normal(0, 0.05, 30)).tolist()
+    monitor = monitors("smooth")
+    for step in range(30):
+        monitor.log({"loss": loss[step], "val_loss": val_loss[step]}, step=step)
+    viewer = viewers(server.url + "/?run=smooth")
+    viewer.wait_column_length("scalars:smooth:loss", "step", 30)
+    viewer.wait_column_length("scalars:smooth:val_loss", "step", 30)
+    assert viewer.page.evaluate("() => __find('curves-smoothing').value") == 0.6
+    smoothed = viewer.column("scalars:smooth:loss", "smooth") or []
+    assert nan_as_none(smoothed) == pytest.approx(nan_as_none(ema(np.array(loss), 0.6)[0]))
+
+    viewer.page.evaluate(RELEASE_JS, ["curves-smoothing", 0.9])
+    wait_column_close(viewer, "scalars:smooth:loss", "smooth", ema(np.array(loss), 0.9)[0])
+    wait_column_close(viewer, "scalars:smooth:val_loss", "smooth", ema(np.array(val_loss), 0.9)[0])
+    assert np.isnan((viewer.column("scalars:smooth:loss", "smooth") or [])[7])
+    assert viewer.column("scalars:smooth:loss", "value")[:7] == pytest.approx(loss[:7])  # type: ignore[index]
+
+    more = [0.05, 0.04, 0.08]
+    for offset, value in enumerate(more):
+        monitor.log({"loss": value}, step=30 + offset)
+    loss += more
+    wait_column_close(viewer, "scalars:smooth:loss", "smooth", ema(np.array(loss), 0.9)[0])
+
+    viewer.page.evaluate(RELEASE_JS, ["curves-smoothing", 0.0])
+    assert nan_as_none(wait_column_close(viewer, "scalars:smooth:loss", "smooth", loss)) == nan_as_none(loss)
+    wait_column_close(viewer, "scalars:smooth:val_loss", "smooth", val_loss)
+
+
+def test_points_streamed_while_the_smoothing_handle_moves_keep_the_weight_last_applied(
+    server: ServerThread, viewers: Callable[..., Viewer], monitors: Callable[..., Monitor]
+) -> None:
+    values = [4.0, 1.0, 3.0, 2.0, 5.0]
+    monitor = monitors("dragged")
+    for step, value in enumerate(values[:2]):
+        monitor.log({"loss": value}, step=step)
+    viewer = viewers(server.url + "/?run=dragged")
+    viewer.wait_column_length("scalars:dragged:loss", "step", 2)
+    viewer.page.evaluate(RELEASE_JS, ["curves-smoothing", 0.5])
+    wait_column_close(viewer, "scalars:dragged:loss", "smooth", ema(np.array(values[:2]), 0.5)[0])
+
+    viewer.page.evaluate(DRAG_JS, ["curves-smoothing", 0.9])  # handle held at 0.9, not let go
+    wait_until(lambda: server_slider_values(server, "curves-smoothing") == [0.9], what="the drag to reach the server")
+    for step in range(2, 5):
+        monitor.log({"loss": values[step]}, step=step)
+    viewer.wait_column_length("scalars:dragged:loss", "step", 5)
+    smooth = viewer.column("scalars:dragged:loss", "smooth") or []
+    assert smooth == pytest.approx(ema(np.array(values), 0.5)[0].tolist())
+
+    viewer.page.evaluate(RELEASE_JS, ["curves-smoothing", 0.5])  # let go where it started: nothing to re-smooth
+    monitor.log({"loss": 0.0}, step=5)
+    values.append(0.0)
+    wait_column_close(viewer, "scalars:dragged:loss", "smooth", ema(np.array(values), 0.5)[0])
+
+
+def test_log_y_and_time_x_rebuild_the_charts_around_the_same_lines(
+    server: ServerThread, viewers: Callable[..., Viewer], monitors: Callable[..., Monitor]
+) -> None:
+    before = time.time()
+    monitor = monitors("axes")
+    for step in range(10):
+        monitor.log({"loss": 10.0 ** -(step / 3), "val_loss": 2.0 * 10.0 ** -(step / 3)}, step=step)
+    viewer = viewers(server.url + "/?run=axes")
+    viewer.wait_column_length("scalars:axes:loss", "step", 10)
+    viewer.wait_column_length("scalars:axes:val_loss", "step", 10)
+    linear = chart(viewer, "chart:loss")
+    assert (linear["y_scale"], linear["x_axis"], linear["x_label"]) == ("LinearScale", "LinearAxis", "step")
+    expected_lines = sorted(
+        (f"scalars:axes:{series}", "step", y, 10) for series in ("loss", "val_loss") for y in ("value", "smooth")
+    )
+
+    viewer.page.evaluate(SET_JS, ["curves-y-scale", "active", 1])
+    viewer.wait("() => __find('chart:loss')?.y_scale.type === 'LogScale'")
+    log_y = chart(viewer, "chart:loss")
+    assert (log_y["y_axis"], log_y["x_axis"], log_y["x_label"]) == ("LogAxis", "LinearAxis", "step")
+    assert sorted(tuple(line.values()) for line in log_y["lines"]) == expected_lines
+
+    viewer.page.evaluate(SET_JS, ["curves-x-axis", "active", 1])
+    viewer.wait("() => __find('chart:loss')?.below[0].type === 'DatetimeAxis'")
+    by_time = chart(viewer, "chart:loss")
+    assert (by_time["y_scale"], by_time["y_axis"], by_time["x_label"]) == ("LogScale", "LogAxis", "time")
+    assert sorted(tuple(line.values()) for line in by_time["lines"]) == [
+        (source, "wall", y, length) for source, _, y, length in expected_lines
+    ]
+    wall = viewer.column("scalars:axes:loss", "wall") or []
+    assert all(before * 1000 <= w <= time.time() * 1000 for w in wall)  # milliseconds since the epoch
+    assert wall == sorted(wall)
+
+    monitor.log({"loss": 1e-4, "accuracy": 0.5}, step=10)  # a new chart made while log/time are chosen
+    viewer.wait_column_length("scalars:axes:loss", "step", 11)
+    viewer.wait("() => __find('chart:accuracy') !== null")
+    accuracy = chart(viewer, "chart:accuracy")
+    assert (accuracy["y_scale"], accuracy["x_axis"]) == ("LogScale", "DatetimeAxis")
+    assert [line["x"] for line in accuracy["lines"]] == ["wall", "wall"]
+    assert viewer.column("scalars:axes:loss", "value")[-1] == 1e-4  # type: ignore[index]
+
+    viewer.page.evaluate(SET_JS, ["curves-y-scale", "active", 0])
+    viewer.page.evaluate(SET_JS, ["curves-x-axis", "active", 0])
+    viewer.wait(
+        "() => ['chart:loss', 'chart:accuracy'].every((n) => { const f = __find(n);"
+        " return f && f.y_scale.type === 'LinearScale' && f.below[0].type === 'LinearAxis' })"
+    )
+    back = chart(viewer, "chart:loss")
+    assert sorted(tuple(line.values()) for line in back["lines"]) == [
+        (source, "step", y, 11 if source.endswith(":loss") else 10) for source, _, y, _ in expected_lines
+    ]
+
+
+def predictions_state(viewer: Viewer) -> dict[str, Any]:
+    """Which parts of the predictions panel are visible (the layout's children, in order)."""
+    js = """() => { const [empty, classes, regression, embedding] = __find('predictions').children;
+      const holds = (part, name) => Array.from(part.references()).some((m) => m.name === name);
+      return { empty: empty.visible, classification: classes.visible, regression: regression.visible,
+               embedding: embedding.visible, classification_holds_slider: holds(classes, 'predictions-slider'),
+               regression_holds_source: holds(regression, 'predictions-regression'),
+               embedding_holds_source: holds(embedding, 'predictions-embedding') } }"""
+    return viewer.page.evaluate(js)  # type: ignore[no-any-return]
+
+
+def test_regression_predictions_fill_the_scatter_and_the_residual_histogram(
+    server: ServerThread, viewers: Callable[..., Viewer], monitors: Callable[..., Monitor]
+) -> None:
+    rng = np.random.default_rng(2)
+    y_true = np.linspace(-3.0, 5.0, 60)
+    y_pred = y_true + rng.normal(0.0, 0.5, 60)
+    monitor = monitors("regress")
+    monitor.log({"loss": 1.0}, step=0)
+    viewer = viewers(server.url + "/?run=regress")
+    viewer.wait_column_length("scalars:regress:loss", "step", 1)
+    assert predictions_state(viewer)["empty"] is True
+    assert "No predictions yet" in (viewer.text("predictions-empty") or "")
+
+    monitor.predictions("validation", y_true, y_pred, step=0, task="regression")
+    assert viewer.wait_column_length("predictions-regression", "y_true", 60) == pytest.approx(y_true.tolist())
+    assert viewer.column("predictions-regression", "y_pred") == pytest.approx(y_pred.tolist())
+    counts, edges = np.histogram(y_pred - y_true, bins=RESIDUAL_BINS)
+    assert viewer.wait_column_length("predictions-residuals", "top", RESIDUAL_BINS) == counts.astype(float).tolist()
+    assert viewer.column("predictions-residuals", "left") == pytest.approx(edges[:-1].tolist())
+    assert viewer.column("predictions-residuals", "right") == pytest.approx(edges[1:].tolist())
+    state = predictions_state(viewer)
+    assert state == {
+        "empty": False, "classification": False, "regression": True, "embedding": False,
+        "classification_holds_slider": True, "regression_holds_source": True, "embedding_holds_source": True,
+    }  # fmt: skip
+    for source, column in (
+        ("predictions-classes", "cls"),
+        ("predictions-confusion", "count"),
+        ("predictions-sample", "prob"),
+    ):
+        assert viewer.column(source, column) == [], source
+
+    # (n, 2) outputs are flattened point by point; an embedding shows, every point one colour.
+    y_true2 = np.array([[0.0, 1.0], [2.0, 3.0], [4.0, 5.0]])
+    y_pred2 = np.array([[0.5, 1.0], [2.0, 2.0], [4.0, 7.0]])
+    embedding = np.array([[0.1, 0.2], [0.3, 0.4], [0.5, 0.6]])
+    monitor.predictions("validation", y_true2, y_pred2, step=1, embedding=embedding, task="regression")
+    assert viewer.wait_column_length("predictions-embedding", "x", 3) == [0.1, 0.3, 0.5]
+    assert viewer.column("predictions-embedding", "y") == [0.2, 0.4, 0.6]
+    assert viewer.column("predictions-embedding", "label") == ["0", "0", "0"]
+    viewer.wait("() => __find('predictions-regression').data.y_true.length === 6")
+    assert viewer.column("predictions-regression", "y_true") == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+    assert viewer.column("predictions-regression", "y_pred") == [0.5, 1.0, 2.0, 2.0, 4.0, 7.0]
+    counts, edges = np.histogram(y_pred2 - y_true2, bins=RESIDUAL_BINS)
+    assert viewer.column("predictions-residuals", "top") == counts.astype(float).tolist()
+    assert viewer.column("predictions-residuals", "left") == pytest.approx(edges[:-1].tolist())
+    assert predictions_state(viewer)["embedding"] is True
+    assert predictions_state(viewer)["classification"] is False
+
+
+def test_sample_slider_shows_the_chosen_samples_probabilities(
+    server: ServerThread, viewers: Callable[..., Viewer], monitors: Callable[..., Monitor]
+) -> None:
+    y_true = np.array([0, 2, 1, 2])
+    outputs = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6], [0.2, 0.5, 0.3], [0.5, 0.1, 0.4]])
+    monitor = monitors("sampled")
+    monitor.predictions("validation", y_true, outputs, step=0, classes=["a", "b", "c"])
+    viewer = viewers(server.url + "/?run=sampled")
+    assert viewer.wait_column_length("predictions-sample", "prob", 3) == pytest.approx(outputs[0].tolist())
+    assert viewer.page.evaluate("() => [__find('predictions-slider').start, __find('predictions-slider').end]") == [
+        0,
+        3,
+    ]
+    state = predictions_state(viewer)
+    assert (state["classification"], state["regression"], state["empty"]) == (True, False, False)
+
+    green, grey = "#2ca02c", "#7f7f7f"
+    for index in (3, 1):
+        viewer.page.evaluate(SET_JS, ["predictions-slider", "value", index])
+        wait_column_close(viewer, "predictions-sample", "prob", outputs[index].tolist())
+        colors = [green if c == y_true[index] else grey for c in range(3)]
+        assert viewer.column("predictions-sample", "color") == colors
+        assert viewer.column("predictions-sample", "cls") == ["a", "b", "c"]
+
+    # New predictions keep the chosen sample, now showing its new outputs.
+    monitor.predictions("validation", y_true, outputs[::-1].copy(), step=1, classes=["a", "b", "c"])
+    wait_column_close(viewer, "predictions-sample", "prob", outputs[::-1][1].tolist())
+
+
+def table_ids(viewer: Viewer) -> list[str]:
+    return list(viewer.page.evaluate("() => Array.from(__find('runs-table').data.id)"))
+
+
+SELECTED_JS = "() => { const t = __find('runs-table'); return t.selected.indices.map((i) => t.data.id[i]).sort() }"
+
+
+def selected_runs(viewer: Viewer) -> list[str]:
+    return list(viewer.page.evaluate(SELECTED_JS))
+
+
+def test_selecting_rows_in_the_runs_table_overlays_and_switches_runs(
+    server: ServerThread, viewers: Callable[..., Viewer], monitors: Callable[..., Monitor]
+) -> None:
+    left, right = monitors("left"), monitors("right")
+    left.log({"loss": 1.0}, step=0)
+    right.log({"loss": 3.0}, step=0)
+    right.log({"loss": 2.0}, step=1)
+    viewer = viewers(server.url + "/?run=left")
+    viewer.wait_column_length("scalars:left:loss", "step", 1)
+    viewer.wait("() => __find('runs-table').data.id.length === 2 && __find('runs-table').selected.indices.length === 1")
+    ids = table_ids(viewer)
+    assert sorted(ids) == ["left", "right"]
+    assert selected_runs(viewer) == ["left"]
+    assert viewer.column("scalars:right:loss", "step") is None
+
+    viewer.page.evaluate(SELECT_ROWS_JS, [0, 1])
+    assert viewer.wait_column_length("scalars:right:loss", "value", 2) == [3.0, 2.0]
+    assert viewer.wait_column_length("scalars:left:loss", "value", 1) == [1.0]  # both reload after the reset
+    viewer.wait("() => __find('run-picker').value.length === 2")
+    assert viewer.page.evaluate("() => Array.from(__find('run-picker').value)") == ids  # table order, newest first
+    viewer.wait_text("header-run", ids[0])
+    viewer.wait("() => __find('chart:loss')?.renderers.length === 4")  # value and smooth lines of both runs
+    sources = viewer.page.evaluate("() => __find('chart:loss').renderers.map((r) => r.data_source.name)")
+    assert sorted(set(sources)) == ["scalars:left:loss", "scalars:right:loss"]
+    left.log({"loss": 0.5}, step=1)
+    assert viewer.wait_column_length("scalars:left:loss", "value", 2) == [1.0, 0.5]
+
+    # A new run arrives at the top of the table; the selection follows the shown runs' rows.
+    monitors("newcomer").log({"loss": 9.0}, step=0)
+    viewer.wait("() => __find('runs-table').data.id.length === 3")
+    assert table_ids(viewer)[0] == "newcomer"
+    viewer.wait(f"() => ({SELECTED_JS})().join() === 'left,right'")
+    assert viewer.column("scalars:newcomer:loss", "step") is None
+
+    viewer.page.evaluate(SELECT_ROWS_JS, [table_ids(viewer).index("right")])
+    viewer.wait("() => __find('scalars:left:loss') === null")
+    viewer.wait_text("header-run", "right")
+    assert viewer.wait_column_length("scalars:right:loss", "value", 2) == [3.0, 2.0]  # history reloads after reset
+    assert viewer.page.evaluate("() => Array.from(__find('run-picker').value)") == ["right"]
+    assert selected_runs(viewer) == ["right"]
+    viewer.wait("() => __find('chart:loss')?.renderers.length === 2")
+    sources = viewer.page.evaluate("() => __find('chart:loss').renderers.map((r) => r.data_source.name)")
+    assert sources == ["scalars:right:loss", "scalars:right:loss"]
