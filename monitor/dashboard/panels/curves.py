@@ -12,15 +12,16 @@ the handle moves continue the average with the weight the line was drawn with.
 
 from __future__ import annotations
 
+import html
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from bokeh.layouts import column, row
-from bokeh.models import ColumnDataSource, GridBox, HoverTool
+from bokeh.models import ColumnDataSource, GridBox, HoverTool, LayoutDOM
 from bokeh.models.renderers import DataRenderer, GlyphRenderer
-from bokeh.models.widgets import RadioButtonGroup, Slider
+from bokeh.models.widgets import Div, RadioButtonGroup, Slider
 from bokeh.plotting import figure
 
 from monitor.dashboard.batch import Batch
@@ -59,7 +60,7 @@ class CurvesPanel(Panel):
         self._look, self._label, self._kiosk = look, label, kiosk
         self._runs: list[str] = []
         self._lines: dict[tuple[str, str], _Line] = {}
-        self._charts: dict[str, figure] = {}
+        self._charts: dict[str, LayoutDOM] = {}
         self._stale_charts: set[str] = set()
         self.smoothing = Slider(
             title="Smoothing", start=0.0, end=0.99, step=0.01, value=0.6, width=220, name="curves-smoothing"
@@ -146,7 +147,7 @@ class CurvesPanel(Panel):
             smooth, line.state = ema(np.asarray(line.source.data["value"]), self.smoothing.value_throttled)
             line.source.data["smooth"] = smooth
 
-    def _figure(self, key: str) -> figure:
+    def _figure(self, key: str) -> LayoutDOM:
         by_time = self.x_axis.active == 1
         fig = figure(
             title=key, height=round(260 * self._look.scale), sizing_mode="stretch_width", name=f"chart:{key}",
@@ -156,22 +157,38 @@ class CurvesPanel(Panel):
         )  # fmt: skip
         fig.xaxis.axis_label = "time" if by_time else "step"
         x = "wall" if by_time else "step"
-        renderers: list[DataRenderer] = [
-            self._draw(fig, line, x) for line in self._lines.values() if chart_key(line.name) == key
-        ]
+        lines = [line for line in self._lines.values() if chart_key(line.name) == key]
+        renderers: list[DataRenderer] = [self._draw(fig, line, x) for line in lines]
         fig.add_tools(HoverTool(renderers=renderers, tooltips=_TOOLTIPS, formatters={"@wall": "datetime"}))
-        fig.legend.click_policy = "hide"
-        fig.legend.location = "top_right"
-        return fig
+        legend = Div(text=self._legend_html(lines), name=f"legend:{key}", disable_math=True)
+        return column(legend, fig, sizing_mode="stretch_width")
 
-    def _draw(self, fig: figure, line: _Line, x: str) -> GlyphRenderer[Any]:
+    def _style(self, line: _Line) -> tuple[str, str, str]:
         color = RUN_COLORS[self._runs.index(line.run) % len(RUN_COLORS)] if line.run in self._runs else "gray"
         dash = "dashed" if is_validation(line.name) else "solid"
         label = line.name if len(self._runs) < 2 else f"{self._label(line.run)} · {line.name}"
+        return color, dash, label
+
+    def _legend_html(self, lines: list[_Line]) -> str:
+        """The chart's legend as HTML beside the plot.
+
+        Not Bokeh's ``Legend``: BokehJS 3.9 rebuilds a legend's DOM whenever
+        any of its renderers' sources streams, which at a few updates a second
+        per chart kept the page busy restyling.
+        """
+        items = []
+        for line in sorted(lines, key=lambda item: self._style(item)[2]):
+            color, dash, label = self._style(line)
+            swatch = f"display:inline-block;width:22px;border-top:3px {dash} {color};margin:0 6px 3px 0"
+            item = f"<span style='{swatch}'></span>{html.escape(label)}"
+            items.append(f"<span style='margin-right:16px;white-space:nowrap'>{item}</span>")
+        size = self._look.px(12)
+        return f"<div style='font-size:{size};color:{self._look.text}'>{''.join(items)}</div>"
+
+    def _draw(self, fig: figure, line: _Line, x: str) -> GlyphRenderer[Any]:
+        color, dash, label = self._style(line)
         fig.line(x, "value", source=line.source, color=color, alpha=0.25, line_dash=dash)
-        return fig.line(
-            x, "smooth", source=line.source, color=color, line_width=2, line_dash=dash, legend_label=label, name=label
-        )
+        return fig.line(x, "smooth", source=line.source, color=color, line_width=2, line_dash=dash, name=label)
 
 
 def _split(message: Scalars, chunks: dict[tuple[str, str], list[tuple[Array, Array, Array]]]) -> None:

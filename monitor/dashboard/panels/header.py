@@ -3,11 +3,17 @@
 Values are separate ``Div`` models named ``header-<what>`` so a lab screen
 (and a test) can read each one. The status turns ``stale`` when the run has
 sent nothing for the server's stale time; the age of the last data counts
-up every second so a dead run is obvious across a room.
+up every second so a dead run is obvious across a room. Step, speed and ETA
+follow live data at most every ``PROGRESS_REFRESH`` seconds (and on the
+once-a-second tick): each changed ``Div`` is one more message per flush for
+the server to build and for the page to lay out, and a counter read by
+people needs no more.
 """
 
 from __future__ import annotations
 
+import html
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -22,6 +28,7 @@ from monitor.dashboard.history import RunHistory
 from monitor.dashboard.panels.base import Panel
 from monitor.dashboard.theme import Look
 
+PROGRESS_REFRESH = 0.5
 SPEED_WINDOW = 30.0
 """Seconds of producer time over which steps/s is measured."""
 _SAMPLE_RATE_NAMES = ("samples_per_sec", "samples_per_second", "samples/s", "examples_per_sec", "throughput")
@@ -66,6 +73,7 @@ class HeaderPanel(Panel):
         self._step: int | None = None
         self._epoch: float | None = None
         self._sample_rate: float | None = None
+        self._rendered_at = -math.inf
         self.picker = MultiChoice(
             options=[], value=[], placeholder="pick runs to show", name="run-picker", width=420, visible=not kiosk
         )
@@ -103,7 +111,8 @@ class HeaderPanel(Panel):
                     self._note(
                         name, message.steps[mask].tolist(), message.wall[mask].tolist(), message.values[mask].tolist()
                     )
-        self._render_progress()
+        if time.monotonic() - self._rendered_at >= PROGRESS_REFRESH:
+            self._render_progress()
 
     def tick(self, now: float) -> None:
         if self._directory.version != self._seen_version:
@@ -117,8 +126,8 @@ class HeaderPanel(Panel):
         else:
             self._set(
                 "run",
-                f"<b>{(info.name if info else '') or self._run}</b> "
-                f"<span style='color:{self._look.muted}'>{info.project if info else ''}</span>",
+                f"<b>{html.escape((info.name if info else '') or self._run)}</b> "
+                f"<span style='color:{self._look.muted}'>{html.escape(info.project if info else '')}</span>",
             )
         age = now - info.last_seen if info else None
         self._set("age", f"last data {format_age(age)} ago" if age is not None else "no data yet")
@@ -144,6 +153,7 @@ class HeaderPanel(Panel):
         return (s1 - s0) / (w1 - w0) if w1 > w0 and s1 >= s0 else None
 
     def _render_progress(self) -> None:
+        self._rendered_at = time.monotonic()
         info = self._directory.get(self._run) if self._run else None
         rate = self._steps_per_second()
         total = total_steps(info.config) if info else None

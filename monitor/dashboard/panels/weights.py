@@ -199,25 +199,24 @@ class WeightsPanel(Panel):
 
     def _norms_figure(self, look: Look) -> figure:
         fig = figure(
-            title="norm (left) and update ratio ||w_t - w_t-k|| / ||w_t|| (right)",
+            title="norm (solid, left) and update ratio ||w_t - w_t-k|| / ||w_t|| (dashed, right)",
             height=round(220 * look.scale),
             sizing_mode="stretch_width",
             tools="pan,wheel_zoom,reset,hover",
             name="weights-norms",
             visible=False,
         )
-        norm = fig.line(x="step", y="value", source=self.norm, line_width=2, legend_label="norm")
+        norm = fig.line(x="step", y="value", source=self.norm, line_width=2)
         fig.y_range = DataRange1d(renderers=[norm])
         ratio_range = DataRange1d()
         fig.extra_y_ranges = {"ratio": ratio_range}
         ratio = fig.line(
             x="step", y="value", source=self.ratio, y_range_name="ratio", line_width=2, color="#d62728",
-            line_dash="dashed", legend_label="update ratio",
+            line_dash="dashed",
         )  # fmt: skip
         ratio_range.renderers = [ratio]
         fig.add_layout(LinearAxis(y_range_name="ratio", axis_label="update ratio"), "right")
         fig.yaxis[0].axis_label = "norm"
-        fig.legend.location = "top_left"
         return fig
 
 
