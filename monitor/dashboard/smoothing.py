@@ -2,7 +2,10 @@
 
 The average is debiased (it does not start from zero) and skips non-finite
 values, whose smoothed value is NaN so the line shows a gap. It continues
-from an ``EmaState`` so a live line is smoothed incrementally. Pure numpy.
+from an ``EmaState`` so a live line is smoothed incrementally. A smoothed
+value within ``SNAP_RTOL`` of its raw value is the raw value: a constant
+series (a fixed learning rate) stays exactly constant instead of carrying
+rounding noise that an auto-ranged axis would zoom into. Pure numpy.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any
 import numpy as np
 
 Array = np.ndarray[Any, Any]
+SNAP_RTOL = 1e-12
 
 
 @dataclass(frozen=True)
@@ -49,4 +53,6 @@ def ema(values: Array, weight: float, state: EmaState | None = None) -> tuple[Ar
             last = last * weight + (1.0 - weight) * value
             count += 1
             out[i] = last / (1.0 - weight**count) if weight > 0 else value
+    snap = np.isclose(out, raw, rtol=SNAP_RTOL, atol=0.0)
+    out[snap] = raw[snap]
     return out, EmaState(last, count)

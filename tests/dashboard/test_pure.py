@@ -46,6 +46,16 @@ def test_ema_is_debiased_skips_nonfinite_and_continues() -> None:
     assert state.count == 3
 
 
+def test_ema_of_a_constant_series_is_exactly_constant() -> None:
+    rate = np.full(500, 1e-3)
+    smooth, state = ema(rate, 0.6)
+    assert (smooth == 1e-3).all()
+    more, _ = ema(np.full(10, 1e-3), 0.6, state)
+    assert (more == 1e-3).all()
+    moving, _ = ema(np.array([1.0, 2.0]), 0.5)
+    assert moving[1] != 2.0  # a moving series is still smoothed
+
+
 def test_histogram_percentiles_interpolate_within_bins() -> None:
     edges, counts = np.linspace(0.0, 4.0, 5), np.array([1.0, 1.0, 1.0, 1.0])
     assert histogram_percentiles(edges, counts, (0.0, 0.5, 1.0)) == pytest.approx([0.0, 2.0, 4.0])
