@@ -17,6 +17,7 @@ from bokeh.application.application import ServerContext
 from bokeh.application.handlers.function import FunctionHandler
 from bokeh.application.handlers.handler import Handler
 from bokeh.document import Document
+from bokeh.events import DocumentReady
 from bokeh.server.contexts import BokehSessionContext
 
 from monitor.dashboard.context import DashboardContext
@@ -29,6 +30,10 @@ from monitor.dashboard.theme import Look, look_for
 
 log = logging.getLogger(__name__)
 _TRUE = {"1", "true", "yes", "on"}
+ATTACH_DELAY_MS = 200
+"""After the page reports its document ready, the other tabs follow this much later."""
+ATTACH_LATEST_MS = 4000
+"""The other tabs are attached this long after the session starts even if the page never reports ready."""
 
 
 class _DirectoryLifecycle(Handler):
@@ -103,6 +108,12 @@ def _dashboard(
     session = DashboardSession(context, directory, doc, panels, follow=kiosk, seat=seat)
     for root in session.roots:
         doc.add_root(root)
+
+    def ready(_event: object) -> None:
+        doc.add_timeout_callback(panels.attach_deferred, ATTACH_DELAY_MS)
+
+    doc.on_event(DocumentReady, ready)
+    doc.add_timeout_callback(panels.attach_deferred, ATTACH_LATEST_MS)
     return session
 
 

@@ -12,6 +12,14 @@ With the header's values, the heartbeat and the plots under one root, each
 header change cost a full-page layout, and at a few changes per second the
 browser's main thread could not keep up. As separate roots, a header,
 events or heartbeat change lays out only that small root.
+
+Deferred tabs: the desk view first sends only the Training tab's models;
+the other tabs hold a placeholder until the page reports its document ready
+(``attach_deferred``), or the viewer opens one, or at the latest a few
+seconds after the session starts. A finished run with many
+series then paints its curves before BokehJS builds the views of a dozen
+more figures, tables and widgets. Panels keep their state while detached,
+so an attached tab shows everything that arrived meanwhile.
 """
 
 from __future__ import annotations
@@ -59,6 +67,7 @@ class PanelSet:
         self.runs = RunsPanel(look, directory, stale_after, on_pick)
         self.events = EventsPanel(look, label)
         self.heartbeat = Div(text="0", visible=False, name="heartbeat")
+        self._deferred: dict[int, tuple[TabPanel, LayoutDOM]] = {}
         self.roots = self._kiosk_roots() if kiosk else self._desk_roots()
 
     def all(self) -> list[Panel]:
@@ -74,12 +83,27 @@ class PanelSet:
             (self.curves, "Training"), (self.weights, "Weights"), (self.predictions, "Predictions"),
             (self.data, "Data"), (self.model, "Model"), (self.runs, "Runs"),
         ]  # fmt: skip
-        tabs = Tabs(
-            tabs=[TabPanel(child=p.layout, title=t) for p, t in pages], sizing_mode="stretch_width", name="tabs"
-        )
+        panels = [TabPanel(child=p.layout if i == 0 else _placeholder(), title=t) for i, (p, t) in enumerate(pages)]
+        self._deferred = {i: (panels[i], p.layout) for i, (p, _) in enumerate(pages) if i > 0}
+        tabs = Tabs(tabs=panels, sizing_mode="stretch_width", name="tabs")
+        tabs.on_change("active", lambda _a, _o, new: self._attach(new))
         return [self.header.layout, self.events.layout, tabs, self.heartbeat]
+
+    def attach_deferred(self) -> None:
+        """Put every tab's real content in place (safe to call again)."""
+        for index in list(self._deferred):
+            self._attach(index)
+
+    def _attach(self, index: int) -> None:
+        if index in self._deferred:
+            tab, layout = self._deferred.pop(index)
+            tab.child = layout
 
     def _kiosk_roots(self) -> list[LayoutDOM]:
         results = row(self.weights.layout, self.predictions.layout, sizing_mode="stretch_width")
         main = column(self.curves.layout, results, sizing_mode="stretch_width", name="main")
         return [self.header.layout, main, self.events.layout, self.heartbeat]
+
+
+def _placeholder() -> Div:
+    return Div(text="Loading…", sizing_mode="stretch_width", name="tab-placeholder")

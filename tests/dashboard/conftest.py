@@ -38,6 +38,8 @@ window.__find = (name) => {
 };
 }"""
 READY_JS = "() => window.Bokeh !== undefined && Bokeh.documents.length > 0 && Bokeh.documents[0].roots().length > 0"
+ATTACHED_JS = """() => !Bokeh.documents[0].roots().some(
+    (root) => [...root.references()].some((model) => model.name === 'tab-placeholder'))"""
 _counter = itertools.count()
 
 
@@ -56,8 +58,10 @@ class Viewer:
             self.errors.append(message.text)
 
     def open(self, url: str, timeout: float = 30_000) -> Viewer:
+        """Load ``url`` and wait until every tab's models are in the page (they follow the first tab's)."""
         self.page.goto(url)
         self.page.wait_for_function(READY_JS, timeout=timeout)
+        self.page.wait_for_function(ATTACHED_JS, timeout=timeout)
         self.page.evaluate(FIND_JS)
         return self
 
