@@ -10,9 +10,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
 import os
 import signal
 import sys
+import time
 from collections.abc import Sequence
 
 from monitor.config import ServerConfig, default_store_path
@@ -58,6 +60,33 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+class RepeatFilter(logging.Filter):
+    """Lets a repeated log message through once per ``window`` seconds, saying how many were held back.
+
+    Bokeh warns "Failed sending message as connection was closed" once per
+    pending update when a tab goes away (a reload, a dropped slow viewer):
+    hundreds of lines for one event.
+    """
+
+    def __init__(self, window: float = 60.0) -> None:
+        super().__init__()
+        self._window = window
+        self._last: dict[str, tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """True to emit ``record``; False while the same message was emitted less than ``window`` ago."""
+        key = str(record.msg)
+        now = time.monotonic()
+        last, held = self._last.get(key, (-math.inf, 0))
+        if now - last < self._window:
+            self._last[key] = (last, held + 1)
+            return False
+        self._last[key] = (now, 0)
+        if held:
+            record.msg = f"{record.msg} (and {held} more like it in the last {self._window:.0f} s)"
+        return True
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``labscreen`` command line; returns the process exit code."""
     args = _parser().parse_args(argv)
@@ -76,6 +105,7 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if logging.getLogger().level > logging.DEBUG:
         logging.getLogger("tornado.access").setLevel(logging.WARNING)  # one line per request is noise
+        logging.getLogger("bokeh.server.views.ws").addFilter(RepeatFilter())
     config = ServerConfig.resolve(
         host=args.host,
         port=args.port,

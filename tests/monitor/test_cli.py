@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import signal
 import subprocess
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from monitor.cli import main
+from monitor.cli import RepeatFilter, main
 
 
 @pytest.fixture
@@ -77,3 +78,16 @@ def test_export_json_and_unknown_run(served: tuple[str, Path], capsys: pytest.Ca
 def test_missing_store_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["runs", "--store", str(tmp_path / "absent.sqlite")]) == 2
     assert "no store at" in capsys.readouterr().err
+
+
+def test_repeat_filter_lets_a_message_through_once_per_window_and_counts_the_rest() -> None:
+    quiet = RepeatFilter(window=3600)
+
+    def record(text: str) -> logging.LogRecord:
+        return logging.LogRecord("bokeh.server.views.ws", logging.WARNING, __file__, 1, text, None, None)
+
+    passed = [quiet.filter(record("Failed sending message as connection was closed")) for _ in range(100)]
+    assert passed == [True] + [False] * 99
+    assert quiet.filter(record("another message"))
+    later = RepeatFilter(window=0)
+    assert all(later.filter(record("same")) for _ in range(3))
