@@ -9,6 +9,8 @@ destroying the session) closes the feed, which leaves the hub, and gives
 back the session's seat under the viewer limit. A ``Backlog`` watches the
 session's connection: while the viewer is behind the feed holds, and a viewer
 that stays behind is dropped (its connection closed, the session closed).
+``PageAcks`` paces the feed to what the page has drawn (see
+``monitor.dashboard.pacing``).
 
 Thread safety: everything runs on the server's event loop; panel calls run
 as document callbacks (document lock held).
@@ -35,6 +37,7 @@ from monitor.dashboard.directory import RunDirectory
 from monitor.dashboard.feed import Feed
 from monitor.dashboard.history import RunHistory, after_history, load_history
 from monitor.dashboard.layout import PanelSet
+from monitor.dashboard.pacing import PageAcks
 from monitor.dashboard.seats import Seat
 from monitor.hub import HubMessage
 
@@ -74,7 +77,8 @@ class DashboardSession:
             max_bytes=context.max_backlog_bytes,
             stall_seconds=context.stall_seconds,
         )
-        self.feed = Feed(context.hub, doc, self._on_messages, ready=self.backlog.clear)
+        self.acks = PageAcks(self._on_backlog_clear)
+        self.feed = Feed(context.hub, doc, self._on_messages, ready=self._can_send)
         self.backlog.start()
         doc.add_periodic_callback(self._tick, TICK_MS)
         doc.on_session_destroyed(self._on_destroyed)
@@ -82,7 +86,7 @@ class DashboardSession:
     @property
     def roots(self) -> list[LayoutDOM]:
         """The layouts to add to the document, in page order."""
-        return self.panels.roots
+        return [*self.panels.roots, self.acks.flow]
 
     def select(self, runs: Sequence[str]) -> None:
         """Show ``runs`` (the first is primary): reset panels, follow them, load history."""
@@ -141,6 +145,10 @@ class DashboardSession:
             elif message.run in self.selected:
                 live.append(message)
         self._dispatch(live)
+        self.acks.mark()
+
+    def _can_send(self) -> bool:
+        return self.backlog.clear() and self.acks.clear()
 
     def _dispatch(self, messages: list[HubMessage]) -> None:
         if messages:
