@@ -53,6 +53,8 @@ def test_curves_header_events_and_runs_show_pushed_values(
     viewer = viewers(server.url + "/?run=alpha")
     assert viewer.wait_column_length("scalars:alpha:loss", "step", 20) == list(range(20))
     assert viewer.column("scalars:alpha:loss", "value") == pytest.approx([1.0 / (s + 1) for s in range(20)])
+    speed = viewer.wait("() => { const t = __find('header-speed').text; return t.includes('steps/s') ? t : null }")
+    assert "<b>0.0</b> steps/s" not in speed, "the rate from the loaded history"
 
     for step in range(20, 25):
         monitor.log({"loss": 1.0 / (step + 1), "val_loss": 2.0 / (step + 1)}, step=step)

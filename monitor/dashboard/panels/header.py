@@ -140,11 +140,12 @@ class HeaderPanel(Panel):
             self._epoch = values[-1]
         elif name in _SAMPLE_RATE_NAMES:
             self._sample_rate = values[-1]
-        if self._step is None or steps[-1] >= self._step:
-            self._step = steps[-1]
-            self._progress.append((walls[-1], steps[-1]))
-            while self._progress and self._progress[0][0] < walls[-1] - SPEED_WINDOW:
-                self._progress.popleft()
+        for wall, step in zip(walls, steps, strict=True):
+            if self._step is None or step > self._step:  # every new step, so a loaded history has a rate
+                self._step = step
+                self._progress.append((wall, step))
+        while self._progress and self._progress[0][0] < self._progress[-1][0] - SPEED_WINDOW:
+            self._progress.popleft()
 
     def _steps_per_second(self) -> float | None:
         if len(self._progress) < 2:
