@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from bokeh.layouts import column, row
-from bokeh.models import LayoutDOM, TabPanel, Tabs
+from bokeh.models import Column, LayoutDOM, TabPanel, Tabs
 from bokeh.models.widgets import Div
 
 from monitor.dashboard.directory import RunDirectory
@@ -67,7 +67,7 @@ class PanelSet:
         self.runs = RunsPanel(look, directory, stale_after, on_pick)
         self.events = EventsPanel(look, label)
         self.heartbeat = Div(text="0", visible=False, name="heartbeat")
-        self._deferred: dict[int, tuple[TabPanel, LayoutDOM]] = {}
+        self._deferred: dict[int, tuple[Column, LayoutDOM]] = {}
         self.roots = self._kiosk_roots() if kiosk else self._desk_roots()
 
     def all(self) -> list[Panel]:
@@ -83,8 +83,10 @@ class PanelSet:
             (self.curves, "Training"), (self.weights, "Weights"), (self.predictions, "Predictions"),
             (self.data, "Data"), (self.model, "Model"), (self.runs, "Runs"),
         ]  # fmt: skip
-        panels = [TabPanel(child=p.layout if i == 0 else _placeholder(), title=t) for i, (p, t) in enumerate(pages)]
-        self._deferred = {i: (panels[i], p.layout) for i, (p, _) in enumerate(pages) if i > 0}
+        first = [p.layout if i == 0 else _placeholder() for i, (p, _) in enumerate(pages)]
+        holders = [column(child, sizing_mode="stretch_width") for child in first]
+        self._deferred = {i: (holders[i], p.layout) for i, (p, _) in enumerate(pages) if i > 0}
+        panels = [TabPanel(child=holder, title=t) for holder, (_, t) in zip(holders, pages, strict=True)]
         tabs = Tabs(tabs=panels, sizing_mode="stretch_width", name="tabs")
         tabs.on_change("active", lambda _a, _o, new: self._attach(new))
         return [self.header.layout, self.events.layout, tabs, self.heartbeat]
@@ -96,8 +98,8 @@ class PanelSet:
 
     def _attach(self, index: int) -> None:
         if index in self._deferred:
-            tab, layout = self._deferred.pop(index)
-            tab.child = layout
+            holder, layout = self._deferred.pop(index)
+            holder.children = [layout]  # not TabPanel.child: BokehJS 3.9 then draws the tab blank
 
     def _kiosk_roots(self) -> list[LayoutDOM]:
         results = row(self.weights.layout, self.predictions.layout, sizing_mode="stretch_width")

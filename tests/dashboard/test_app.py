@@ -236,3 +236,33 @@ def test_weights_predictions_data_and_model_panels_show_pushed_values(
     assert viewer.wait_column_length("model-nodes", "name", 2) == ["input", "dense"]
     assert viewer.column("model-nodes", "y") == [0.0, -1.0]
     viewer.wait_text("model-total", "9</b> parameters")
+
+
+VIEW_HEIGHT_JS = """(name) => {
+  const seen = new Set();
+  const walk = (view) => {
+    if (!view || seen.has(view)) return null;
+    seen.add(view);
+    if (view.model && view.model.name === name) return view;
+    for (const child of view.child_views ?? []) { const found = walk(child); if (found) return found; }
+    return null;
+  };
+  for (const root of Object.values(Bokeh.index)) {
+    const view = walk(root);
+    if (view) return view.el.getBoundingClientRect().height;
+  }
+  return null;
+}"""
+
+
+def test_every_tab_is_drawn_when_opened(
+    server: ServerThread, viewers: Callable[..., Viewer], monitors: Callable[..., Monitor]
+) -> None:
+    monitor = monitors("drawn")
+    monitor.log({"loss": 1.0}, step=0)
+    monitor.histogram("dense/kernel", (np.linspace(-1, 1, 5), np.array([1.0, 2.0, 3.0, 4.0])), step=0)
+    viewer = viewers(server.url + "/?run=drawn")
+    viewer.wait_column_length("weights-current", "top", 4)
+    for title, layout in (("Weights", "weights"), ("Model", "model"), ("Runs", "runs"), ("Training", "curves")):
+        viewer.page.get_by_text(title, exact=True).first.click()
+        viewer.wait(f"(name) => ({VIEW_HEIGHT_JS})(name) > 50", layout)
