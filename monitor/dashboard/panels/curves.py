@@ -177,8 +177,7 @@ class CurvesPanel(Panel):
         per chart kept the page busy restyling.
         """
         items = []
-        for line in sorted(lines, key=lambda item: self._style(item)[2]):
-            color, dash, label = self._style(line)
+        for color, dash, label in sorted((self._style(line) for line in lines), key=lambda style: style[2]):
             swatch = f"display:inline-block;width:22px;border-top:3px {dash} {color};margin:0 6px 3px 0"
             item = f"<span style='{swatch}'></span>{html.escape(label)}"
             items.append(f"<span style='margin-right:16px;white-space:nowrap'>{item}</span>")

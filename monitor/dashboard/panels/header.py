@@ -19,13 +19,14 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 from bokeh.layouts import column, row
 from bokeh.models.widgets import Div, MultiChoice
 
 from monitor.dashboard.batch import Batch
 from monitor.dashboard.directory import RunDirectory
 from monitor.dashboard.history import RunHistory
-from monitor.dashboard.panels.base import Panel
+from monitor.dashboard.panels.base import Array, Panel
 from monitor.dashboard.theme import Look
 
 PROGRESS_REFRESH = 0.5
@@ -100,7 +101,7 @@ class HeaderPanel(Panel):
             return
         for name, series in history.scalars.items():
             tail = max(0, len(series.steps) - 50)
-            self._note(name, series.steps[tail:].tolist(), series.wall[tail:].tolist(), series.values[tail:].tolist())
+            self._note(name, series.steps[tail:], series.wall[tail:], series.values[tail:])
         self._render_progress()
 
     def update(self, batch: Batch) -> None:
@@ -108,9 +109,7 @@ class HeaderPanel(Panel):
             if message.run == self._run:
                 for index, name in enumerate(message.names):
                     mask = message.index == index
-                    self._note(
-                        name, message.steps[mask].tolist(), message.wall[mask].tolist(), message.values[mask].tolist()
-                    )
+                    self._note(name, message.steps[mask], message.wall[mask], message.values[mask])
         if time.monotonic() - self._rendered_at >= PROGRESS_REFRESH:
             self._render_progress()
 
@@ -133,17 +132,22 @@ class HeaderPanel(Panel):
         self._set("age", f"last data {format_age(age)} ago" if age is not None else "no data yet")
         self._render_progress()
 
-    def _note(self, name: str, steps: list[int], walls: list[float], values: list[float]) -> None:
-        if not steps:
+    def _note(self, name: str, steps: Array, walls: Array, values: Array) -> None:
+        if not len(steps):
             return
         if name == "epoch":
-            self._epoch = values[-1]
+            self._epoch = float(values[-1])
         elif name in _SAMPLE_RATE_NAMES:
-            self._sample_rate = values[-1]
-        for wall, step in zip(walls, steps, strict=True):
-            if self._step is None or step > self._step:  # every new step, so a loaded history has a rate
-                self._step = step
-                self._progress.append((wall, step))
+            self._sample_rate = float(values[-1])
+        newer = np.flatnonzero(steps > self._step) if self._step is not None else np.arange(len(steps))
+        if not len(newer):
+            return
+        # The rate needs only the ends of its window: note the first and the newest new step,
+        # so a loaded history has a rate and a fast stream costs two entries per message.
+        newest = int(newer[np.argmax(steps[newer])])
+        for i in dict.fromkeys((int(newer[0]), newest)):
+            self._progress.append((float(walls[i]), int(steps[i])))
+        self._step = int(steps[newest])
         while self._progress and self._progress[0][0] < self._progress[-1][0] - SPEED_WINDOW:
             self._progress.popleft()
 
