@@ -8,12 +8,12 @@ predictions with an embedding, data summaries, the model graph and events)
 in its own process. Once training has run for ``--warmup`` seconds the
 trainer is frozen (SIGSTOP) and headless Chromium opens the run. The Weights
 tab is switched to a weight tensor (``--tensor``; the default pick, a
-gradient, has no update ratio), then the server is frozen as well once every
-panel's models have data (see ``photograph`` and ``settle``), and each tab is
-photographed whole (full-page screenshots). The tabs are composed into one
-PNG: the Training tab with the header at full size, the other tabs' content
-below it in two columns at half size. The producer then resumes and is
-stopped with SIGINT (the run ends as finished).
+gradient, has no update ratio). Each tab is then opened in turn and, once its
+models have data, photographed whole (a full-page screenshot) with the server
+frozen as well (see ``settle``). The tabs are composed into one PNG: the
+Training tab with the header at full size, the other tabs' content below it
+in two columns at half size. The producer then resumes and is stopped with
+SIGINT (the run ends as finished).
 
     .venv/bin/python scripts/screenshot.py                  # about 2.5 minutes (TensorFlow's import included)
     .venv/bin/python scripts/screenshot.py --warmup 20      # a minute faster, shorter curves
@@ -41,25 +41,25 @@ from bench_servers import REPO, ServerProcess, labscreen_server
 from browser import PAINTED_JS, launch, open_dashboard
 from PIL import Image, ImageChops, ImageDraw, ImageFont
 
-TABS = ("Training", "Weights", "Predictions", "Data", "Model", "Runs")
-SOURCES = (
-    "weights-current", "weights-bands", "weights-norm", "weights-ratio",
-    "predictions-classes", "predictions-sample", "predictions-confusion", "predictions-embedding",
-    "data-feature", "data-labels", "data-scatter", "model-nodes", "model-edges", "runs-table",
-)  # fmt: skip
-"""Every ColumnDataSource a populated page has data in (the heatmap is checked apart: it starts as a 1x1 image)."""
-EMPTY_JS = """(names) => {
-  const empty = names.filter((n) => { const m = __find(n);
-    return m === null || !Object.values(m.data).some((c) => c.length > 0) });
-  const heat = __find('weights-heatmap');
-  if (heat === null || heat.data.image[0].length <= 1) empty.push('weights-heatmap');
-  const grid = __find('curves-grid');
-  if (grid === null || grid.children.length === 0) empty.push('curves-grid');
-  const events = __find('events');
-  if (events === null || !events.text.includes('training started')) empty.push('events');
-  return empty;
-}"""
-"""The names of the panels' models that are still empty (an empty list: every panel has data)."""
+TABS = {
+    "Training": ("curves-grid", "events"),
+    "Weights": ("weights-current", "weights-bands", "weights-norm", "weights-ratio", "weights-heatmap"),
+    "Predictions": ("predictions-classes", "predictions-sample", "predictions-confusion", "predictions-embedding"),
+    "Data": ("data-feature", "data-labels", "data-scatter"),
+    "Model": ("model-nodes", "model-edges"),
+    "Runs": ("runs-table",),
+}
+"""Each tab, and the models it shows that a populated page has data in (only the open tab is in the page)."""
+EMPTY_JS = """(names) => names.filter((n) => {
+  const m = __find(n);
+  if (m === null) return true;
+  if (n === 'weights-heatmap') return m.data.image[0].length <= 1;  // starts as a 1x1 image
+  if (n === 'curves-grid') return m.children.length === 0;
+  if (n === 'events') return !m.text.includes('training started');
+  return !Object.values(m.data).some((c) => c.length > 0);
+})"""
+"""The names among ``names`` whose models are still empty (an empty list: all have data)."""
+SHOW_JS = """(i) => { __find('tabs').active = i }"""
 CALM_WATCHDOG_JS = """Object.defineProperty(window, "LABSCREEN", {configurable: true,
   get() { return this.__labscreen; },
   set(value) { this.__labscreen = Object.assign({}, value, {stall_ms: 3600000}); }});"""
@@ -93,16 +93,25 @@ def stop_training(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
-def shoot_tabs(page: Any) -> list[Image.Image]:
-    """One full-page screenshot per tab, after the tab's plots have painted."""
+def shoot_tabs(page: Any, server_pid: int) -> list[Image.Image]:
+    """One full-page screenshot per tab, once its models have data and its plots have painted.
+
+    Each tab is opened with the server running (the server puts the opened
+    tab's panel in the page), then photographed with the server frozen
+    (see ``settle``). Returns with the server running and the first tab open.
+    """
     shots = []
-    for index, title in enumerate(TABS):
-        page.evaluate("(i) => { __find('tabs').active = i }", index)
-        page.wait_for_timeout(1500)  # let the tab's views lay out; then wait for paint
-        page.evaluate(PAINTED_JS)
-        shots.append(Image.open(io.BytesIO(page.screenshot(full_page=True))).convert("RGB"))
+    for index, (title, names) in enumerate(TABS.items()):
+        page.evaluate(SHOW_JS, index)
+        settle(page, server_pid, names)
+        try:
+            page.wait_for_timeout(1500)  # let the tab's views lay out; then wait for paint
+            page.evaluate(PAINTED_JS)
+            shots.append(Image.open(io.BytesIO(page.screenshot(full_page=True))).convert("RGB"))
+        finally:
+            os.kill(server_pid, signal.SIGCONT)
         progress(f"photographed the {title} tab")
-    page.evaluate("() => { __find('tabs').active = 0 }")
+    page.evaluate(SHOW_JS, 0)
     return shots
 
 
@@ -130,7 +139,7 @@ def compose(shots: list[Image.Image], tabs_top: int) -> Image.Image:
     width = training.width
     half = (width - 3 * MARGIN) // 2
     others = []
-    for shot, title in zip(shots[1:], TABS[1:], strict=True):
+    for shot, title in zip(shots[1:], list(TABS)[1:], strict=True):
         body = tab_body(shot, tabs_top)
         body = body.resize((half, round(body.height * half / body.width)), Image.Resampling.LANCZOS)
         others.append(captioned(body, title))
@@ -209,8 +218,7 @@ def photograph(
     )
     try:
         choose_tensor(tab.page, args.tensor)
-        settle(tab.page, server.pid)
-        shots = shoot_tabs(tab.page)
+        shots = shoot_tabs(tab.page, server.pid)
         tabs_top = _tabs_top(tab.page)
     finally:
         os.kill(server.pid, signal.SIGCONT)
@@ -228,6 +236,7 @@ def choose_tensor(page: Any, wanted: str) -> None:
     Raises:
         RuntimeError: no such tensor, or its charts did not fill within 120 s.
     """
+    page.evaluate(SHOW_JS, list(TABS).index("Weights"))
     page.wait_for_function("() => __find('weights-layer') !== null && __find('weights-layer').options.length > 0")
     options = [str(o) for o in page.evaluate("() => __find('weights-layer').options")]
     weights = [o for o in options if o.startswith("weights/") and o.endswith("kernel")]
@@ -242,13 +251,13 @@ def choose_tensor(page: Any, wanted: str) -> None:
     progress(f"the Weights tab shows {name}")
 
 
-def settle(page: Any, server_pid: int, rounds: int = 12) -> None:
-    """Let the server run 5 s, then freeze it until the page has caught up; repeat until every panel has data.
+def settle(page: Any, server_pid: int, names: tuple[str, ...], rounds: int = 12) -> None:
+    """Let the server run 5 s, then freeze it until the page has caught up; repeat until ``names`` have data.
 
     Returns with the server frozen (SIGSTOP).
 
     Raises:
-        RuntimeError: the panels were not all populated after ``rounds`` rounds.
+        RuntimeError: the models were not all populated after ``rounds`` rounds.
     """
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
@@ -257,15 +266,16 @@ def settle(page: Any, server_pid: int, rounds: int = 12) -> None:
         os.kill(server_pid, signal.SIGSTOP)
         try:
             page.wait_for_function(
-                f"(names) => ({EMPTY_JS})(names).length === 0", arg=list(SOURCES), timeout=30_000, polling=500
+                f"(names) => ({EMPTY_JS})(names).length === 0", arg=list(names), timeout=30_000, polling=500
             )
         except PlaywrightTimeout:
-            progress(f"round {attempt}: still empty: {', '.join(page.evaluate(EMPTY_JS, list(SOURCES)))}")
+            progress(f"round {attempt}: still empty: {', '.join(page.evaluate(EMPTY_JS, list(names)))}")
             os.kill(server_pid, signal.SIGCONT)
             continue
-        progress(f"every panel has data (round {attempt})")
+        progress(f"{', '.join(names)} have data (round {attempt})")
         return
-    raise RuntimeError(f"the page never showed data in every panel: {page.evaluate(EMPTY_JS, list(SOURCES))}")
+    os.kill(server_pid, signal.SIGCONT)
+    raise RuntimeError(f"the page never showed data in {page.evaluate(EMPTY_JS, list(names))}")
 
 
 def wait_for_run(url: str, training: subprocess.Popen[bytes], timeout: float = 300.0) -> str:

@@ -3,8 +3,8 @@
 ``make_dashboard`` returns an ``Application`` the server mounts at ``/`` on
 the same event loop as ingest. Query arguments: ``kiosk=1`` (or ``0``) for
 the lab-screen view, ``theme=dark|light``, ``run=<id>`` (repeatable) for the
-runs to show first. Beyond ``max_viewers`` open sessions a tab gets the
-viewer-limit page (``monitor.dashboard.seats``) instead.
+runs to show first, ``tab=<title>`` (e.g. ``weights``) for the tab to open.
+Beyond ``max_viewers`` open sessions a tab gets the viewer-limit page (``monitor.dashboard.seats``) instead.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from bokeh.application.application import ServerContext
 from bokeh.application.handlers.function import FunctionHandler
 from bokeh.application.handlers.handler import Handler
 from bokeh.document import Document
-from bokeh.events import DocumentReady
 from bokeh.server.contexts import BokehSessionContext
 
 from monitor.dashboard.context import DashboardContext
@@ -30,10 +29,6 @@ from monitor.dashboard.theme import Look, look_for
 
 log = logging.getLogger(__name__)
 _TRUE = {"1", "true", "yes", "on"}
-ATTACH_DELAY_MS = 200
-"""After the page reports its document ready, the other tabs follow this much later."""
-ATTACH_LATEST_MS = 4000
-"""The other tabs are attached this long after the session starts even if the page never reports ready."""
 
 
 class _DirectoryLifecycle(Handler):
@@ -87,6 +82,8 @@ def _build(context: DashboardContext, directory: RunDirectory, seats: Seats, doc
         raise
     if arguments.get("run"):
         session.select(arguments["run"])
+    if arguments.get("tab") and not session.panels.open(arguments["tab"][0]):
+        log.info("no tab %r to open; showing the first", arguments["tab"][0])
 
 
 def _dashboard(
@@ -108,12 +105,6 @@ def _dashboard(
     session = DashboardSession(context, directory, doc, panels, follow=kiosk, seat=seat)
     for root in session.roots:
         doc.add_root(root)
-
-    def ready(_event: object) -> None:
-        doc.add_timeout_callback(panels.attach_deferred, ATTACH_DELAY_MS)
-
-    doc.on_event(DocumentReady, ready)
-    doc.add_timeout_callback(panels.attach_deferred, ATTACH_LATEST_MS)
     return session
 
 

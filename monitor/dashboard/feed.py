@@ -3,8 +3,14 @@
 The hub calls ``on_ready`` synchronously inside ``publish`` on the event
 loop; the feed only schedules a flush on the session's document there. The
 first message after idle is flushed on the next tick; messages arriving
-while a flush is pending ride along; flushes are at least ``min_interval``
-apart, so a session sees at most about 20 a second however fast data comes.
+while a flush is pending ride along. Flushes are rationed by a token bucket
+of ``BURST`` flushes refilled at one per ``min_interval``, so a session sees
+at most about 20 a second however fast data comes. A fixed gap after each
+flush would do the same on average, but it phase-locks with a producer
+that sends at the same period (a ``Monitor`` under load sends every 50 ms):
+a frame that arrives just before the gap ends waits for it, and so does
+every later frame, for as long as the run goes on. The bucket lets such a
+frame through at once.
 While ``ready`` says the session cannot send (its viewer is behind, see
 ``monitor.dashboard.backlog``), the feed holds: nothing is scheduled, messages
 coalesce in the hub subscription (bounded), and ``resume`` flushes them.
@@ -24,7 +30,9 @@ from monitor.hub import Hub, HubMessage
 
 log = logging.getLogger(__name__)
 MIN_INTERVAL = 0.05
-"""Seconds between two flushes of one session: at most 20 a second."""
+"""Seconds per flush of one session over time: at most 20 a second."""
+BURST = 2.0
+"""Flushes a session may make back to back before ``MIN_INTERVAL`` rations them."""
 
 
 class Scheduler(Protocol):
@@ -47,8 +55,10 @@ class Feed:
         hub: Hub,
         scheduler: Scheduler,
         deliver: Callable[[list[HubMessage]], None],
+        *,
         min_interval: float = MIN_INTERVAL,
         ready: Callable[[], bool] = lambda: True,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._scheduler = scheduler
         self._deliver = deliver
@@ -56,7 +66,9 @@ class Feed:
         self._ready = ready
         self._scheduled = False
         self.held = False
-        self._last_flush = -math.inf
+        self._clock = clock
+        self._tokens = BURST
+        self._stamp = clock()
         self.flushes = 0
         self._subscription = hub.subscribe(self._on_ready, runs=())
 
@@ -85,18 +97,29 @@ class Feed:
         if self.held:
             return
         self._scheduled = True
-        wait = self._last_flush + self._min_interval - time.monotonic()
-        if wait <= 0:
+        missing = 1.0 - self._refill()
+        if missing <= 0:
             self._scheduler.add_next_tick_callback(self._flush)
         else:
+            wait = missing * self._min_interval
             self._scheduler.add_timeout_callback(self._flush, max(1, math.ceil(wait * 1000)))
+
+    def _refill(self) -> float:
+        """Tokens now (refilled for the time since the last look), at most ``BURST``."""
+        now = self._clock()
+        if self._min_interval <= 0:
+            self._tokens = BURST
+        else:
+            self._tokens = min(BURST, self._tokens + (now - self._stamp) / self._min_interval)
+        self._stamp = now
+        return self._tokens
 
     def _flush(self) -> None:
         self._scheduled = False
         self.held = not self._ready()
         if self.held:
             return
-        self._last_flush = time.monotonic()
+        self._tokens = max(0.0, self._refill() - 1.0)
         messages = self._subscription.drain()
         if not messages or self.closed:
             return

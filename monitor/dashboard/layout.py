@@ -13,13 +13,17 @@ header change cost a full-page layout, and at a few changes per second the
 browser's main thread could not keep up. As separate roots, a header,
 events or heartbeat change lays out only that small root.
 
-Deferred tabs: the desk view first sends only the Training tab's models;
-the other tabs hold a placeholder until the page reports its document ready
-(``attach_deferred``), or the viewer opens one, or at the latest a few
-seconds after the session starts. A finished run with many
-series then paints its curves before BokehJS builds the views of a dozen
-more figures, tables and widgets. Panels keep their state while detached,
-so an attached tab shows everything that arrived meanwhile.
+Only the open tab is in the document. The desk view's tabs each hold
+their panel's layout in a ``column``; the tabs not shown hold a small
+placeholder instead, and opening a tab swaps its panel in and the previous
+one out. Bokeh's server walks every model of a document for each message it
+sends (``PATCH-DOC`` builds a reference table of the whole document), and
+BokehJS keeps a view, with its layout and paint work, for every model it
+has; with all six tabs attached a session held about 670 models, and the
+walk alone was the largest part of the time from ingest to the page. A
+panel keeps updating its sources while detached, which costs no messages
+(a model outside a document sends nothing), so an opened tab shows
+everything that arrived meanwhile.
 """
 
 from __future__ import annotations
@@ -67,7 +71,11 @@ class PanelSet:
         self.runs = RunsPanel(look, directory, stale_after, on_pick)
         self.events = EventsPanel(look, label)
         self.heartbeat = Div(text="0", visible=False, name="heartbeat")
-        self._deferred: dict[int, tuple[Column, LayoutDOM]] = {}
+        self._pages: list[LayoutDOM] = []
+        self._holders: list[Column] = []
+        self._placeholders: list[Div] = []
+        self._tabs: Tabs | None = None
+        self._titles: list[str] = []
         self.roots = self._kiosk_roots() if kiosk else self._desk_roots()
 
     def all(self) -> list[Panel]:
@@ -83,23 +91,30 @@ class PanelSet:
             (self.curves, "Training"), (self.weights, "Weights"), (self.predictions, "Predictions"),
             (self.data, "Data"), (self.model, "Model"), (self.runs, "Runs"),
         ]  # fmt: skip
-        first = [p.layout if i == 0 else _placeholder() for i, (p, _) in enumerate(pages)]
-        holders = [column(child, sizing_mode="stretch_width") for child in first]
-        self._deferred = {i: (holders[i], p.layout) for i, (p, _) in enumerate(pages) if i > 0}
-        panels = [TabPanel(child=holder, title=t) for holder, (_, t) in zip(holders, pages, strict=True)]
-        tabs = Tabs(tabs=panels, sizing_mode="stretch_width", name="tabs")
-        tabs.on_change("active", lambda _a, _o, new: self._attach(new))
+        self._pages = [panel.layout for panel, _ in pages]
+        self._titles = [title for _, title in pages]
+        self._placeholders = [_placeholder() for _ in pages]
+        self._holders = [column(p, sizing_mode="stretch_width") for p in self._placeholders]
+        self.show(0)
+        panels = [TabPanel(child=holder, title=t) for holder, (_, t) in zip(self._holders, pages, strict=True)]
+        self._tabs = tabs = Tabs(tabs=panels, sizing_mode="stretch_width", name="tabs")
+        tabs.on_change("active", lambda _a, _o, new: self.show(new))
         return [self.header.layout, self.events.layout, tabs, self.heartbeat]
 
-    def attach_deferred(self) -> None:
-        """Put every tab's real content in place (safe to call again)."""
-        for index in list(self._deferred):
-            self._attach(index)
+    def open(self, title: str) -> bool:
+        """Open the tab titled ``title`` (any case); False if there is none (or no tabs: kiosk)."""
+        titles = [t.lower() for t in self._titles]
+        if self._tabs is None or title.lower() not in titles:
+            return False
+        self._tabs.active = titles.index(title.lower())
+        return True
 
-    def _attach(self, index: int) -> None:
-        if index in self._deferred:
-            holder, layout = self._deferred.pop(index)
-            holder.children = [layout]  # not TabPanel.child: BokehJS 3.9 then draws the tab blank
+    def show(self, index: int) -> None:
+        """Put tab ``index``'s panel in the document and every other tab's placeholder (desk view only)."""
+        for i, holder in enumerate(self._holders):
+            wanted = self._pages[i] if i == index else self._placeholders[i]
+            if holder.children[0] is not wanted:
+                holder.children = [wanted]  # not TabPanel.child: BokehJS 3.9 then draws the tab blank
 
     def _kiosk_roots(self) -> list[LayoutDOM]:
         results = row(self.weights.layout, self.predictions.layout, sizing_mode="stretch_width")

@@ -10,7 +10,8 @@ back the session's seat under the viewer limit. A ``Backlog`` watches the
 session's connection: while the viewer is behind the feed holds, and a viewer
 that stays behind is dropped (its connection closed, the session closed).
 ``PageAcks`` paces the feed to what the page has drawn (see
-``monitor.dashboard.pacing``).
+``monitor.dashboard.pacing``). Each flush, history load and tick goes to the
+page as one message (``monitor.dashboard.patches``).
 
 Thread safety: everything runs on the server's event loop; panel calls run
 as document callbacks (document lock held).
@@ -38,6 +39,7 @@ from monitor.dashboard.feed import Feed
 from monitor.dashboard.history import RunHistory, after_history, load_history
 from monitor.dashboard.layout import PanelSet
 from monitor.dashboard.pacing import PageAcks
+from monitor.dashboard.patches import OnePatch
 from monitor.dashboard.seats import Seat
 from monitor.hub import HubMessage
 
@@ -78,6 +80,7 @@ class DashboardSession:
             stall_seconds=context.stall_seconds,
         )
         self.acks = PageAcks(self._on_backlog_clear)
+        self.patches = OnePatch(doc)
         self.feed = Feed(context.hub, doc, self._on_messages, ready=self._can_send)
         self.backlog.start()
         doc.add_periodic_callback(self._tick, TICK_MS)
@@ -93,6 +96,10 @@ class DashboardSession:
         runs = list(dict.fromkeys(runs))
         if runs == self.selected or self.closed:
             return
+        with self.patches.batched():
+            self._select(runs)
+
+    def _select(self, runs: list[str]) -> None:
         self._generation += 1
         self.selected = runs
         self._loading = {run: [] for run in runs}
@@ -131,11 +138,16 @@ class DashboardSession:
             log.exception("could not load history; showing live data only")
             return
         buffered = self._loading.pop(history.run, [])
-        for panel in self.panels.all():
-            panel.load(history)
-        self._dispatch(after_history(buffered, history))
+        with self.patches.batched():
+            for panel in self.panels.all():
+                panel.load(history)
+            self._dispatch(after_history(buffered, history))
 
     def _on_messages(self, messages: list[HubMessage]) -> None:
+        with self.patches.batched():
+            self._draw(messages)
+
+    def _draw(self, messages: list[HubMessage]) -> None:
         live: list[HubMessage] = []
         for message in messages:
             pending = self._loading.get(message.run)
@@ -160,6 +172,10 @@ class DashboardSession:
         if self.closed or self._abandoned():
             self.close()
             return
+        with self.patches.batched():
+            self._beat()
+
+    def _beat(self) -> None:
         self._choose_runs()
         self.panels.beat()
         now = time.time()

@@ -38,8 +38,20 @@ window.__find = (name) => {
 };
 }"""
 READY_JS = "() => window.Bokeh !== undefined && Bokeh.documents.length > 0 && Bokeh.documents[0].roots().length > 0"
-ATTACHED_JS = """() => !Bokeh.documents[0].roots().some(
-    (root) => [...root.references()].some((model) => model.name === 'tab-placeholder'))"""
+# Only the open tab's panel is in the document; the others hold a placeholder.
+SHOWN_JS = """() => {
+  const tabs = __find('tabs');
+  if (tabs === null) return true;  // the kiosk view and the viewer-limit page have no tabs
+  const holder = tabs.tabs[tabs.active].child;
+  return holder.children.length === 1 && holder.children[0].name !== 'tab-placeholder';
+}"""
+SHOW_JS = """(title) => {
+  const tabs = __find('tabs');
+  const index = tabs.tabs.findIndex((panel) => panel.title === title);
+  if (index < 0) throw new Error(`no tab titled ${title}`);
+  tabs.active = index;
+  return true;
+}"""
 _counter = itertools.count()
 
 
@@ -58,11 +70,17 @@ class Viewer:
             self.errors.append(message.text)
 
     def open(self, url: str, timeout: float = 30_000) -> Viewer:
-        """Load ``url`` and wait until every tab's models are in the page (they follow the first tab's)."""
+        """Load ``url`` and wait until its document and the open tab's panel are in the page."""
         self.page.goto(url)
         self.page.wait_for_function(READY_JS, timeout=timeout)
-        self.page.wait_for_function(ATTACHED_JS, timeout=timeout)
         self.page.evaluate(FIND_JS)
+        self.page.wait_for_function(SHOWN_JS, timeout=timeout)
+        return self
+
+    def show(self, title: str) -> Viewer:
+        """Open the tab titled ``title`` (as a click would) and wait until its panel is in the page."""
+        self.page.evaluate(SHOW_JS, title)
+        self.page.wait_for_function(SHOWN_JS, timeout=20_000, polling=50)
         return self
 
     def wait(self, js: str, arg: Any = None, timeout: float = 20_000) -> Any:
@@ -112,8 +130,15 @@ def viewers(browser: Any) -> Iterator[Callable[..., Viewer]]:
     """Opens tabs (each in its own browser context); checks their console at teardown."""
     opened: list[tuple[Any, Viewer]] = []
 
-    def open_viewer(url: str, allowed_errors: tuple[str, ...] = (), viewport: dict[str, int] | None = None) -> Viewer:
+    def open_viewer(
+        url: str,
+        allowed_errors: tuple[str, ...] = (),
+        viewport: dict[str, int] | None = None,
+        init_scripts: tuple[str, ...] = (),
+    ) -> Viewer:
         context = browser.new_context(viewport=viewport or {"width": 1400, "height": 1000})
+        for script in init_scripts:
+            context.add_init_script(script)
         viewer = Viewer(context.new_page(), [re.compile(p) for p in allowed_errors])
         opened.append((context, viewer))
         return viewer.open(url)

@@ -65,6 +65,7 @@ def test_curves_header_events_and_runs_show_pushed_values(
     viewer.wait_text("header-status", "RUNNING")
     viewer.wait_text("events", "checkpoint saved")
     viewer.wait_text("header-epoch", "epoch <b>1</b>")
+    viewer.show("Runs")
     viewer.wait("() => Array.from(__find('runs-table').data.name).includes('alpha')")
 
     monitor.finish()
@@ -104,8 +105,10 @@ def test_run_switch_and_compare(
     first.log({"loss": 0.5}, step=1)
     assert viewer.wait_column_length("scalars:second:loss", "value", 2) == [3.0, 2.0]
     assert viewer.wait_column_length("scalars:first:loss", "value", 2) == [1.0, 0.5]
+    viewer.show("Runs")
     viewer.wait("() => __find('runs-table').selected.indices.length === 2")
 
+    viewer.show("Training")
     viewer.page.evaluate(SELECT_JS, ["second"])
     viewer.wait("() => __find('scalars:first:loss') === null")
     viewer.wait_text("header-run", "second")
@@ -205,7 +208,11 @@ def test_weights_predictions_data_and_model_panels_show_pushed_values(
         [("input", "dense")],
     )  # fmt: skip
     viewer = viewers(server.url + "/?run=panels")
+    viewer.wait_column_length("scalars:panels:loss", "step", 1)
+    assert viewer.column("weights-current", "top") is None  # only the open tab is in the page
 
+    viewer.show("Weights")
+    assert viewer.column("scalars:panels:loss", "step") is None
     assert viewer.wait_column_length("weights-current", "top", 4) == [1.0, 2.0, 3.0, 4.0]
     monitor.histogram("dense/kernel", (np.linspace(-1, 1, 5), np.array([4.0, 3.0, 2.0, 1.0])), step=1)
     viewer.wait("() => __find('weights-current').data.top[0] === 4")
@@ -218,13 +225,24 @@ def test_weights_predictions_data_and_model_panels_show_pushed_values(
     assert viewer.wait_column_length("weights-ratio", "step", 1) == [1.0]
     assert viewer.column("weights-ratio", "value") == [0.01]
 
+    viewer.show("Predictions")
+    assert viewer.column("weights-current", "top") is None
     assert viewer.wait_column_length("predictions-classes", "cls", 3) == ["cat", "dog", "eel"]
     assert viewer.column("predictions-classes", "mean_prob") == pytest.approx(outputs.mean(axis=0).tolist())
     assert viewer.column("predictions-classes", "true_freq") == pytest.approx([0.25, 0.5, 0.25])
     assert viewer.column("predictions-confusion", "count") == [1, 0, 0, 1, 1, 0, 0, 0, 1]
     monitor.predictions("validation", y_true, np.eye(3)[y_true] * 0.9 + 0.1 / 3, step=1, classes=["cat", "dog", "eel"])
     viewer.wait("() => __find('predictions-confusion').data.count[3] === 0")
+    # what arrives for a closed tab is there when it opens again
+    monitor.histogram("dense/kernel", (np.linspace(-1, 1, 5), np.array([0.0, 5.0, 5.0, 0.0])), step=2)
+    monitor.log({"loss": 0.5}, step=2)
+    viewer.show("Training")
+    viewer.wait_column_length("scalars:panels:loss", "step", 2)
+    viewer.show("Weights")
+    assert viewer.column("weights-current", "top") == [0.0, 5.0, 5.0, 0.0]
+    assert viewer.column("weights-bands", "step") == [0.0, 1.0, 2.0]
 
+    viewer.show("Data")
     assert viewer.wait_column_length("data-labels", "label", 3) == ["a", "b", "c"]
     assert sum(viewer.column("data-labels", "count") or []) == 200
     assert viewer.wait_column_length("data-scatter", "x", 1)
@@ -233,6 +251,7 @@ def test_weights_predictions_data_and_model_panels_show_pushed_values(
     viewer.page.evaluate("() => { __find('data-summary-select').value = 'train/pixels' }")
     viewer.wait("() => __find('data-feature-select').value === 'intensity'")
     assert sum(viewer.column("data-feature", "top") or []) == 50
+    viewer.show("Model")
     assert viewer.wait_column_length("model-nodes", "name", 2) == ["input", "dense"]
     assert viewer.column("model-nodes", "y") == [0.0, -1.0]
     viewer.wait_text("model-total", "9</b> parameters")
@@ -261,8 +280,10 @@ def test_every_tab_is_drawn_when_opened(
     monitor = monitors("drawn")
     monitor.log({"loss": 1.0}, step=0)
     monitor.histogram("dense/kernel", (np.linspace(-1, 1, 5), np.array([1.0, 2.0, 3.0, 4.0])), step=0)
-    viewer = viewers(server.url + "/?run=drawn")
-    viewer.wait_column_length("weights-current", "top", 4)
-    for title, layout in (("Weights", "weights"), ("Model", "model"), ("Runs", "runs"), ("Training", "curves")):
+    viewer = viewers(server.url + "/?run=drawn&tab=weights")  # ?tab= opens a tab other than the first
+    assert viewer.wait_column_length("weights-current", "top", 4) == [1.0, 2.0, 3.0, 4.0]
+    assert viewer.column("scalars:drawn:loss", "step") is None
+    for title, layout in (("Model", "model"), ("Runs", "runs"), ("Training", "curves"), ("Weights", "weights")):
         viewer.page.get_by_text(title, exact=True).first.click()
         viewer.wait(f"(name) => ({VIEW_HEIGHT_JS})(name) > 50", layout)
+    assert viewer.column("weights-current", "top") == [1.0, 2.0, 3.0, 4.0]

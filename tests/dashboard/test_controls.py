@@ -199,6 +199,7 @@ def test_regression_predictions_fill_the_scatter_and_the_residual_histogram(
     monitor.log({"loss": 1.0}, step=0)
     viewer = viewers(server.url + "/?run=regress")
     viewer.wait_column_length("scalars:regress:loss", "step", 1)
+    viewer.show("Predictions")
     assert predictions_state(viewer)["empty"] is True
     assert "No predictions yet" in (viewer.text("predictions-empty") or "")
 
@@ -246,7 +247,7 @@ def test_sample_slider_shows_the_chosen_samples_probabilities(
     outputs = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6], [0.2, 0.5, 0.3], [0.5, 0.1, 0.4]])
     monitor = monitors("sampled")
     monitor.predictions("validation", y_true, outputs, step=0, classes=["a", "b", "c"])
-    viewer = viewers(server.url + "/?run=sampled")
+    viewer = viewers(server.url + "/?run=sampled").show("Predictions")
     assert viewer.wait_column_length("predictions-sample", "prob", 3) == pytest.approx(outputs[0].tolist())
     assert viewer.page.evaluate("() => [__find('predictions-slider').start, __find('predictions-slider').end]") == [
         0,
@@ -288,13 +289,15 @@ def test_selecting_rows_in_the_runs_table_overlays_and_switches_runs(
     right.log({"loss": 2.0}, step=1)
     viewer = viewers(server.url + "/?run=left")
     viewer.wait_column_length("scalars:left:loss", "step", 1)
+    assert viewer.column("scalars:right:loss", "step") is None
+    viewer.show("Runs")
     viewer.wait("() => __find('runs-table').data.id.length === 2 && __find('runs-table').selected.indices.length === 1")
     ids = table_ids(viewer)
     assert sorted(ids) == ["left", "right"]
     assert selected_runs(viewer) == ["left"]
-    assert viewer.column("scalars:right:loss", "step") is None
 
     viewer.page.evaluate(SELECT_ROWS_JS, [0, 1])
+    viewer.show("Training")
     assert viewer.wait_column_length("scalars:right:loss", "value", 2) == [3.0, 2.0]
     assert viewer.wait_column_length("scalars:left:loss", "value", 1) == [1.0]  # both reload after the reset
     viewer.wait("() => __find('run-picker').value.length === 2")
@@ -308,17 +311,20 @@ def test_selecting_rows_in_the_runs_table_overlays_and_switches_runs(
 
     # A new run arrives at the top of the table; the selection follows the shown runs' rows.
     monitors("newcomer").log({"loss": 9.0}, step=0)
+    viewer.show("Runs")
     viewer.wait("() => __find('runs-table').data.id.length === 3")
     assert table_ids(viewer)[0] == "newcomer"
     viewer.wait(f"() => ({SELECTED_JS})().join() === 'left,right'")
-    assert viewer.column("scalars:newcomer:loss", "step") is None
 
     viewer.page.evaluate(SELECT_ROWS_JS, [table_ids(viewer).index("right")])
+    viewer.show("Training")
     viewer.wait("() => __find('scalars:left:loss') === null")
+    assert viewer.column("scalars:newcomer:loss", "step") is None
     viewer.wait_text("header-run", "right")
     assert viewer.wait_column_length("scalars:right:loss", "value", 2) == [3.0, 2.0]  # history reloads after reset
     assert viewer.page.evaluate("() => Array.from(__find('run-picker').value)") == ["right"]
-    assert selected_runs(viewer) == ["right"]
     viewer.wait("() => __find('chart:loss')?.renderers.length === 2")
     sources = viewer.page.evaluate("() => __find('chart:loss').renderers.map((r) => r.data_source.name)")
     assert sources == ["scalars:right:loss", "scalars:right:loss"]
+    viewer.show("Runs")
+    assert selected_runs(viewer) == ["right"]

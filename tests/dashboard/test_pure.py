@@ -106,9 +106,9 @@ def _scalars(run: str, seq: int, steps: list[int], names: tuple[str, ...] = ("lo
 
 
 def test_feed_flushes_first_message_next_tick_then_coalesces_and_unsubscribes() -> None:
-    hub, scheduler = Hub(), _Scheduler()
+    hub, scheduler, now = Hub(), _Scheduler(), [0.0]
     delivered: list[list[HubMessage]] = []
-    feed = Feed(hub, scheduler, delivered.append, min_interval=60.0)
+    feed = Feed(hub, scheduler, delivered.append, min_interval=60.0, clock=lambda: now[0])
     feed.follow(["a"])
     hub.publish(_scalars("b", 1, [0]))
     assert not scheduler.next_tick
@@ -117,8 +117,16 @@ def test_feed_flushes_first_message_next_tick_then_coalesces_and_unsubscribes() 
     assert len(scheduler.next_tick) == 1
     scheduler.next_tick.pop()()
     assert [len(batch) for batch in delivered] == [2]
-    hub.publish(_scalars("a", 3, [2]))
-    assert len(scheduler.timeouts) == 1 and scheduler.timeouts[0][1] > 0
+    hub.publish(_scalars("a", 3, [2]))  # the burst allows a second flush at once
+    scheduler.next_tick.pop()()
+    hub.publish(_scalars("a", 4, [3]))
+    assert not scheduler.next_tick and [ms for _, ms in scheduler.timeouts] == [60_000]
+    now[0] = 60.0
+    scheduler.timeouts.pop()[0]()
+    now[0] = 75.0  # a quarter of a token back: the next one is three quarters of an interval away
+    hub.publish(_scalars("a", 5, [4]))
+    assert [ms for _, ms in scheduler.timeouts] == [45_000]
+    assert [len(batch) for batch in delivered] == [2, 1, 1]
     assert hub.subscriber_count == 1
     feed.close()
     assert hub.subscriber_count == 0 and feed.closed

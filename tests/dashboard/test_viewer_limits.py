@@ -163,7 +163,7 @@ def test_viewer_that_never_reads_is_dropped_while_others_keep_streaming(
     reader = viewers(server.url + "/?run=steady")
     reader.wait_column_length("scalars:steady:loss", "step", 1)
     hub_before = subscribers(server)
-    deaf = DeafViewer(server, "?run=flood")
+    deaf = DeafViewer(server, "?run=flood&tab=predictions")  # the heavy panel in its document
     producer = Producer(steady, flood)
     try:
         connection = connection_from(server, deaf.port)

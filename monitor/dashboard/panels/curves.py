@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 from bokeh.layouts import column, row
-from bokeh.models import ColumnDataSource, GridBox, HoverTool, LayoutDOM
+from bokeh.models import ColumnDataSource, CustomJSTickFormatter, GridBox, HoverTool, LayoutDOM
 from bokeh.models.renderers import DataRenderer, GlyphRenderer
 from bokeh.models.widgets import Div, RadioButtonGroup, Slider
 from bokeh.plotting import figure
@@ -38,6 +38,18 @@ EMPTY_TEXT = (
     "No training curves yet: log scalars with <code>monitor.log({'loss': loss})</code> "
     "or add <code>MonitorCallback</code> to <code>model.fit(callbacks=[...])</code>."
 )
+Y_LABEL_CHARS = 9
+"""Every y tick label is padded to this many characters of a monospace font (see ``steady_y_labels``)."""
+_Y_LABELS_JS = """
+const step = ticks.length > 1 ? Math.abs(ticks[1] - ticks[0]) : (Math.abs(tick) || 1);
+const big = Math.max(...ticks.map(Math.abs));
+let text;
+if (tick === 0) text = "0";
+else if (big >= 1e5 || step < 1e-3)
+  text = tick.toExponential(Math.max(0, Math.min(4, Math.ceil(Math.log10(big / step)))));
+else text = tick.toFixed(Math.max(0, Math.min(6, -Math.floor(Math.log10(step)))));
+return text.padStart(width);
+"""
 _TOOLTIPS = [("series", "$name"), ("step", "@step{0,0}"), ("value", "@value{0.[0000]}"), ("time", "@wall{%F %T}")]
 
 
@@ -156,6 +168,8 @@ class CurvesPanel(Panel):
             tools="pan,wheel_zoom,box_zoom,reset,save",  # canvas: WebGL without a GPU repaints far slower
         )  # fmt: skip
         fig.xaxis.axis_label = "time" if by_time else "step"
+        if self.y_scale.active == 0:
+            steady_y_labels(fig)
         x = "wall" if by_time else "step"
         lines = [line for line in self._lines.values() if chart_key(line.name) == key]
         renderers: list[DataRenderer] = [self._draw(fig, line, x) for line in lines]
@@ -188,6 +202,20 @@ class CurvesPanel(Panel):
         color, dash, label = self._style(line)
         fig.line(x, "value", source=line.source, color=color, alpha=0.25, line_dash=dash)
         return fig.line(x, "smooth", source=line.source, color=color, line_width=2, line_dash=dash, name=label)
+
+
+def steady_y_labels(fig: figure) -> None:
+    """Give ``fig``'s linear y axis tick labels of one fixed width.
+
+    BokehJS lays a plot out again whenever an axis changes size, and a y
+    axis changes width whenever its widest tick label does: as a curve's
+    range grows, nearly every repaint of a live chart also re-measured and
+    re-laid out the page around it (a quarter of the page's time at 1,000
+    points/s). Labels of ``Y_LABEL_CHARS`` monospace characters keep the
+    width, and the layout, still.
+    """
+    fig.yaxis.formatter = CustomJSTickFormatter(args={"width": Y_LABEL_CHARS}, code=_Y_LABELS_JS)
+    fig.yaxis.major_label_text_font = "monospace"
 
 
 def _split(message: Scalars, chunks: dict[tuple[str, str], list[tuple[Array, Array, Array]]]) -> None:

@@ -1,0 +1,155 @@
+"""One ``PATCH-DOC`` message per flush instead of one per changed model.
+
+Bokeh's server sends every change of a session's document as its own
+``PATCH-DOC`` message, and building each message starts with a reference
+table of every model in the document (``Serializer(references=...)``). A
+flush that streams into ten sources, moves a header value and numbers the
+flush for the page's pacing so built a dozen such tables and sent a dozen
+messages, and at 1,000 points/s that was most of the server's time and of
+the latency to the page. ``OnePatch`` collects the changes made inside
+``with one_patch.batched():`` and encodes each when it happens, as Bokeh
+does (so a model added and then streamed into in the same flush is sent as
+it was when added, followed by the stream), but with one serializer and
+one message for the run of changes between structural ones. A change that
+puts models in place (new children, new renderers) goes in a message of its
+own, as Bokeh sends it: BokehJS builds the views of new models
+asynchronously, after the message that adds them, and a later change in
+the same message can reach a parent whose child views do not exist yet
+(``_update_layout`` fails on the missing view). Streams, patches and plain
+property changes, the whole of a live flush, share one message.
+
+This reaches into ``bokeh.server.session.ServerSession`` (its per-event
+dispatch ``_document_patched``, its subscribed connections and pending
+writes) as of Bokeh 3.8 and 3.9. If those are not there, or the document is
+not served by a Bokeh server session (a test's bare ``Document``), changes
+go out one message each, as Bokeh sends them; nothing is lost either way.
+
+Thread safety: used only on the server's event loop, with the session's
+document lock held (inside document callbacks).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from bokeh.core.serialization import Serializer
+from bokeh.document import Document
+from bokeh.document.events import DocumentPatchedEvent, ModelChangedEvent
+from bokeh.document.json import PatchJson
+from bokeh.model import Model
+from bokeh.protocol.messages.patch_doc import patch_doc
+from bokeh.server.contexts import BokehSessionContext
+from bokeh.server.session import ServerSession
+
+log = logging.getLogger(__name__)
+_REQUIRED = ("_document_patched", "_subscribed_connections", "_pending_writes")
+_warned = False
+
+
+class OnePatch:
+    """Batches one document's changes into one ``PATCH-DOC`` per ``batched()`` block."""
+
+    def __init__(self, doc: Document) -> None:
+        self._doc = doc
+        self.messages = 0
+        """Messages sent by ``batched`` blocks so far."""
+        self.events = 0
+        """Changes those messages carried."""
+
+    @contextmanager
+    def batched(self) -> Iterator[None]:
+        """Send the changes made inside the block as one message when it ends.
+
+        Nested blocks join the outer one. Never raises on its own account:
+        if the session cannot be batched, changes go out as Bokeh sends them.
+        """
+        session = _server_session(self._doc)
+        if session is None or "_document_patched" in vars(session):
+            yield
+            return
+        batch = _Batch(self._doc, session)
+        session._document_patched = batch.add  # type: ignore[method-assign]  # shadows it for this block only
+        try:
+            yield
+        finally:
+            del session._document_patched
+            self.messages += batch.send()
+            self.events += batch.events
+
+
+class _Batch:
+    """The encoded changes of one block, as the messages that will carry them, in order."""
+
+    def __init__(self, doc: Document, session: ServerSession) -> None:
+        self._doc, self._session = doc, session
+        self._serializer: Serializer | None = None
+        self._encoded: list[Any] = []
+        self._messages: list[patch_doc] = []
+        self.events = 0
+
+    def add(self, event: DocumentPatchedEvent) -> None:
+        if event.setter is self._session:  # the page's own change echoed: Bokeh sends it to the others only
+            self._close()
+            ServerSession._document_patched(self._session, event)
+            return
+        structural = isinstance(event, ModelChangedEvent) and _holds_model(event.new)
+        if structural:
+            self._close()
+        if self._serializer is None:
+            self._serializer = Serializer(references=self._doc.models.synced_references)
+        self._encoded.append(self._serializer.encode(event))
+        self.events += 1
+        if structural:
+            self._close()
+
+    def send(self) -> int:
+        """Send the messages to every connection of the session; the number of messages."""
+        self._close()
+        session, writes = self._session, self._session._pending_writes
+        if writes is None:  # not inside the document lock after all: nothing can be awaited
+            log.error("a batch of %d changes ended outside the document lock; not sent", self.events)
+            return 0
+        for message in self._messages:
+            for connection in list(session._subscribed_connections):
+                writes.append(connection._socket.send_message(message))
+        return len(self._messages)
+
+    def _close(self) -> None:
+        """End the current message (as ``patch_doc.create`` ends one)."""
+        serializer = self._serializer
+        if serializer is None:
+            return
+        message = patch_doc(patch_doc.create_header(), {}, PatchJson(events=self._encoded))
+        message.add_buffers(*serializer.buffers)
+        self._doc.models.flush_synced(lambda model: not serializer.has_ref(model))
+        self._messages.append(message)
+        self._serializer, self._encoded = None, []
+
+
+def _holds_model(value: Any, depth: int = 2) -> bool:
+    """Whether ``value`` is a model or holds one (in lists, tuples or dicts, ``depth`` levels down)."""
+    if isinstance(value, Model):
+        return True
+    if depth <= 0:
+        return False
+    if isinstance(value, dict):
+        value = list(value.values())
+    return isinstance(value, (list, tuple)) and any(_holds_model(item, depth - 1) for item in value)
+
+
+def _server_session(doc: Document) -> ServerSession | None:
+    """The Bokeh ``ServerSession`` serving ``doc`` with its lock held, or None."""
+    global _warned
+    context = doc.session_context
+    session = context.session if isinstance(context, BokehSessionContext) else None
+    if not isinstance(session, ServerSession):
+        return None
+    if not all(hasattr(session, name) for name in _REQUIRED):
+        if not _warned:
+            _warned = True
+            log.warning("this Bokeh's server session cannot batch patches; each change goes out as its own message")
+        return None
+    return session if session._pending_writes is not None else None
