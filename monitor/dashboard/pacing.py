@@ -3,9 +3,13 @@
 The server can coalesce and send updates faster than a browser can apply
 and paint them; without feedback the page falls further behind with every
 flush and its latency grows without bound. After each flush the session
-numbers it in the hidden ``flow`` model's ``tags``; the page answers, once
-that patch is applied and the next frame painted, by writing the number back
-into ``flow.text``, which Bokeh syncs to the server. While more than
+numbers it in the ``Flow`` model's ``sent``; the page answers, once that
+patch is applied and the next frame painted, by writing the number into
+``painted``, which Bokeh syncs to the server. ``Flow`` is a ``DataModel``
+(BokehJS makes its class from the definition the server sends): a document
+root with no view. It was a hidden ``Div`` before, and BokehJS re-renders a
+``Div`` and invalidates its layout on any property change, twice a flush,
+which dirtied the page's styles right before every chart's repaint. While more than
 ``MAX_UNACKED`` flushes wait for their answer the feed holds, so updates
 coalesce into fewer, larger flushes at the page's own pace, and resumes on
 the next answer.
@@ -21,26 +25,34 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from bokeh.core.properties import Int
+from bokeh.model import DataModel
 from bokeh.models import CustomJS
-from bokeh.models.widgets import Div
 
 MAX_UNACKED = 2
 """Flushes the page may have outstanding before the feed holds."""
 ACK_JS = """
-const n = cb_obj.tags[0];
-const answer = () => { if (Number(cb_obj.text) < n) cb_obj.text = String(n) };
+const n = cb_obj.sent;
+const answer = () => { if (cb_obj.painted < n) cb_obj.painted = n };
 if (document.hidden) setTimeout(answer, 0);   // no frames while hidden: answer once applied
 else requestAnimationFrame(() => setTimeout(answer, 0));
 """
+
+
+class Flow(DataModel):
+    """The pacing channel of one session: flushes sent by the server, and painted by the page."""
+
+    sent = Int(default=0)
+    painted = Int(default=0)
 
 
 class PageAcks:
     """Counts flushes sent and answered for one session's page."""
 
     def __init__(self, on_clear: Callable[[], None], max_unacked: int = MAX_UNACKED) -> None:
-        self.flow = Div(text="0", visible=False, name="flow")
-        self.flow.js_on_change("tags", CustomJS(code=ACK_JS))
-        self.flow.on_change("text", self._on_answer)
+        self.flow = Flow(name="flow")
+        self.flow.js_on_change("sent", CustomJS(code=ACK_JS))
+        self.flow.on_change("painted", self._on_answer)
         self._on_clear, self._max = on_clear, max_unacked
         self.sent = 0
         self.acked = 0
@@ -49,7 +61,7 @@ class PageAcks:
     def mark(self) -> None:
         """Number the flush just made (call after the panels drew it)."""
         self.sent += 1
-        self.flow.tags = [self.sent]
+        self.flow.update(sent=self.sent)
 
     def clear(self) -> bool:
         """Whether another flush may go: the page keeps up, or has never answered."""

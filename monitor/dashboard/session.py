@@ -27,7 +27,7 @@ from functools import partial
 
 from bokeh.application.application import SessionContext
 from bokeh.document import Document
-from bokeh.models import LayoutDOM
+from bokeh.model import Model
 from bokeh.server.contexts import BokehSessionContext
 from tornado.ioloop import IOLoop
 
@@ -87,7 +87,7 @@ class DashboardSession:
         doc.on_session_destroyed(self._on_destroyed)
 
     @property
-    def roots(self) -> list[LayoutDOM]:
+    def roots(self) -> list[Model]:
         """The layouts to add to the document, in page order."""
         return [*self.panels.roots, self.acks.flow]
 

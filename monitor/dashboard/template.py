@@ -1,11 +1,14 @@
-"""The HTML page around the Bokeh document: page CSS and the reload watchdog.
+"""The HTML page around the Bokeh document: page CSS, the reload watchdog, a paint fix.
 
 The watchdog (``static/watchdog.js``) listens for BokehJS's
 ``connection_lost`` document event, polls the server's health endpoint and
 reloads the page when the server answers, so a lab screen recovers from a
 server restart, or from being dropped as a too-slow viewer, on its own. The
 page also declares an empty favicon so the browser makes no request that
-could fail.
+could fail. ``static/paint_fix.js`` stops BokehJS from rewriting unchanged
+inline stylesheets on every paint (each rewrite forced a style
+recalculation; see the script), and must run after BokehJS has loaded and
+before the document is rendered: the template's postamble.
 """
 
 from __future__ import annotations
@@ -27,14 +30,15 @@ _PAGE = """{% extends base %}
 {% block postamble %}
 <script>window.LABSCREEN = {{ labscreen_config }};</script>
 <script>{{ labscreen_watchdog }}</script>
+<script>{{ labscreen_paint_fix }}</script>
 {% endblock %}
 """
 
 
 @cache
-def watchdog_js() -> str:
-    """The watchdog script's source."""
-    return resources.files("monitor.dashboard").joinpath("static/watchdog.js").read_text(encoding="utf-8")
+def static_js(name: str) -> str:
+    """The source of ``static/<name>`` (a page script shipped with the package)."""
+    return resources.files("monitor.dashboard").joinpath(f"static/{name}").read_text(encoding="utf-8")
 
 
 @cache
@@ -52,4 +56,9 @@ def page_variables(css: str, healthz_path: str, kiosk: bool, retry_ms: int | Non
     """
     settings = {"healthz": healthz_path, "kiosk": kiosk, "stall_ms": STALL_MS, "retry_ms": retry_ms}
     config = json.dumps(settings).replace("</", "<\\/")
-    return {"labscreen_css": css, "labscreen_config": config, "labscreen_watchdog": watchdog_js()}
+    return {
+        "labscreen_css": css,
+        "labscreen_config": config,
+        "labscreen_watchdog": static_js("watchdog.js"),
+        "labscreen_paint_fix": static_js("paint_fix.js"),
+    }
