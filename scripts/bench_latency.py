@@ -68,6 +68,7 @@ from bench_servers import REPO, ServerProcess, labscreen_server
 from browser import cdp_performance, clock_offset_ms, launch, main_thread_seconds, open_dashboard
 from tornado.ioloop import IOLoop
 
+import monitor.dashboard.pacing  # noqa: F401  (registers the Flow model, so bokeh.client can read the page)
 from producers.client import Monitor
 
 PROBE = "latency_probe"
