@@ -26,7 +26,7 @@ Fan-out: 1, 10 and 50 viewers at 10 updates/s, each count on a fresh server. A v
 session (the same protocol and server-side work as a browser tab, without a renderer: 50 Chromium tabs do not fit
 on a small machine) on its own IOLoop and thread in this process. It reads every PATCH-DOC message and decodes
 the probe column of ``ColumnsStreamed`` events for the probe source, but applies no patch once that source is in
-its document: ``bokeh.client`` rebuilds a lookup of every model (~700 here) for each patch, about a millisecond,
+its document: ``bokeh.client`` rebuilds a lookup of every model (hundreds here) for each patch, up to a millisecond,
 and 50 viewers in one process would measure themselves. The table gives the probe points each viewer received,
 their latency as this process saw them, the server's CPU (``/proc/PID/stat``) idle with the viewers open and
 while streaming, and this process's CPU while streaming (viewers, producer, bookkeeping).

@@ -178,6 +178,22 @@ def test_log_y_and_time_x_rebuild_the_charts_around_the_same_lines(
     ]
 
 
+def test_a_constant_series_gets_a_y_range_around_its_value(
+    server: ServerThread, viewers: Callable[..., Viewer], monitors: Callable[..., Monitor]
+) -> None:
+    monitor = monitors("flat")
+    for step in range(5):
+        monitor.log({"learning_rate": 0.001, "loss": 1.0 / (step + 1)}, step=step)
+    viewer = viewers(server.url + "/?run=flat")
+    viewer.wait_column_length("scalars:flat:learning_rate", "step", 5)
+    span = """() => { const r = __find('chart:learning rate')?.y_range;
+      return r && r.end > r.start && r.end - r.start < 0.01 ? [r.start, r.end] : null }"""
+    start, end = viewer.wait(span)
+    assert start < 0.001 < end and end - start == pytest.approx(0.0002)  # not BokehJS's -1 .. 1
+    loss = viewer.page.evaluate("() => { const r = __find('chart:loss').y_range; return [r.start, r.end] }")
+    assert loss[0] < 0.2 and loss[1] > 1.0  # a series with an extent is padded as usual
+
+
 def predictions_state(viewer: Viewer) -> dict[str, Any]:
     """Which parts of the predictions panel are visible (the layout's children, in order)."""
     js = """() => { const [empty, classes, regression, embedding] = __find('predictions').children;

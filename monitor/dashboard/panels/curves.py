@@ -13,13 +13,14 @@ the handle moves continue the average with the weight the line was drawn with.
 from __future__ import annotations
 
 import html
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from bokeh.layouts import column, row
-from bokeh.models import ColumnDataSource, CustomJSTickFormatter, GridBox, HoverTool, LayoutDOM
+from bokeh.models import ColumnDataSource, CustomJSTickFormatter, DataRange1d, GridBox, HoverTool, LayoutDOM
 from bokeh.models.renderers import DataRenderer, GlyphRenderer
 from bokeh.models.widgets import Div, RadioButtonGroup, Slider
 from bokeh.plotting import figure
@@ -53,12 +54,24 @@ return text.padStart(width);
 _TOOLTIPS = [("series", "$name"), ("step", "@step{0,0}"), ("value", "@value{0.[0000]}"), ("time", "@wall{%F %T}")]
 
 
+FLAT_SPAN = 0.2
+"""A chart whose lines all hold one value ``c`` spans ``c`` +- ``FLAT_SPAN * |c| / 2`` (1 around 0)."""
+
+
 @dataclass
 class _Line:
     run: str
     name: str
     source: ColumnDataSource
     state: EmaState
+    low: float = math.inf
+    high: float = -math.inf
+
+    def note(self, values: Array) -> None:
+        """Widen the line's known extent by the finite ``values``."""
+        finite = values[np.isfinite(values)]
+        if finite.size:
+            self.low, self.high = min(self.low, float(finite.min())), max(self.high, float(finite.max()))
 
 
 def _empty_columns() -> dict[str, Array]:
@@ -73,6 +86,7 @@ class CurvesPanel(Panel):
         self._runs: list[str] = []
         self._lines: dict[tuple[str, str], _Line] = {}
         self._charts: dict[str, LayoutDOM] = {}
+        self._figures: dict[str, figure] = {}
         self._stale_charts: set[str] = set()
         self.smoothing = Slider(
             title="Smoothing", start=0.0, end=0.99, step=0.01, value=0.6, width=220, name="curves-smoothing"
@@ -91,6 +105,7 @@ class CurvesPanel(Panel):
         self._runs = list(runs)
         self._lines.clear()
         self._charts.clear()
+        self._figures.clear()
         self._grid.children = []
         self._empty.visible = True
 
@@ -98,6 +113,7 @@ class CurvesPanel(Panel):
         for name, series in history.scalars.items():
             line = self._line(history.run, name)
             smooth, line.state = ema(series.values, self.smoothing.value_throttled)
+            line.note(series.values)
             line.source.data = {
                 "step": floats(series.steps), "value": floats(series.values), "smooth": smooth,
                 "wall": floats(series.wall) * 1000.0,
@@ -112,11 +128,14 @@ class CurvesPanel(Panel):
         for key, parts in chunks.items():
             self._stream(self._line(*key), parts)
         self._sync_layout()
+        if chunks:
+            self._fit_flat()
 
     def _stream(self, line: _Line, parts: list[tuple[Array, Array, Array]]) -> None:
         steps, values, wall = (np.concatenate([p[i] for p in parts]) for i in range(3))
         order = np.argsort(steps, kind="stable")
         smooth, line.state = ema(values[order], self.smoothing.value_throttled, line.state)
+        line.note(values)
         columns: dict[str, Any] = {
             "step": floats(steps[order]),
             "value": floats(values[order]),
@@ -141,6 +160,28 @@ class CurvesPanel(Panel):
             self._charts[key] = self._figure(key)
         self._stale_charts.clear()
         self._place_charts()
+        self._fit_flat()
+
+    def _fit_flat(self) -> None:
+        """Give each chart whose lines all hold one value a y span around that value.
+
+        BokehJS spans a range of no extent by ``default_span`` (2), so a
+        constant learning rate of 0.001 drew a flat line across -1 to 1.
+        """
+        if self.y_scale.active != 0:
+            return
+        extents: dict[str, tuple[float, float]] = {}
+        for line in self._lines.values():
+            low, high = extents.get(chart_key(line.name), (math.inf, -math.inf))
+            extents[chart_key(line.name)] = (min(low, line.low), max(high, line.high))
+        for key, (low, high) in extents.items():
+            fig = self._figures.get(key)
+            if fig is None or low != high:  # no data, or a real extent: BokehJS pads that itself
+                continue
+            span = FLAT_SPAN * abs(low) or 1.0
+            y_range = fig.y_range
+            if isinstance(y_range, DataRange1d) and y_range.default_span != span:
+                y_range.default_span = span
 
     def _place_charts(self) -> None:
         order = list(group_metrics(name for _, name in self._lines))
@@ -175,6 +216,7 @@ class CurvesPanel(Panel):
         renderers: list[DataRenderer] = [self._draw(fig, line, x) for line in lines]
         fig.add_tools(HoverTool(renderers=renderers, tooltips=_TOOLTIPS, formatters={"@wall": "datetime"}))
         legend = Div(text=self._legend_html(lines), name=f"legend:{key}", disable_math=True)
+        self._figures[key] = fig
         return column(legend, fig, sizing_mode="stretch_width")
 
     def _style(self, line: _Line) -> tuple[str, str, str]:
