@@ -80,10 +80,8 @@ def _build(context: DashboardContext, directory: RunDirectory, seats: Seats, doc
     except BaseException:
         seat.release()
         raise
-    if arguments.get("run"):
-        session.select(arguments["run"])
-    if arguments.get("tab") and not session.panels.open(arguments["tab"][0]):
-        log.info("no tab %r to open; showing the first", arguments["tab"][0])
+    tab = arguments.get("tab", [None])[0]
+    doc.add_next_tick_callback(partial(session.start, arguments.get("run", []), tab))
 
 
 def _dashboard(

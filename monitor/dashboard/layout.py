@@ -23,7 +23,8 @@ has; with all six tabs attached a session held about 670 models, and the
 walk alone was the largest part of the time from ingest to the page. A
 panel keeps updating its sources while detached, which costs no messages
 (a model outside a document sends nothing), so an opened tab shows
-everything that arrived meanwhile.
+everything that arrived meanwhile. The hidden tabs' panels are built a tick
+after the page's HTML is answered (see ``PanelSet``).
 """
 
 from __future__ import annotations
@@ -53,6 +54,13 @@ class PanelSet:
     ``heartbeat`` is a hidden ``Div`` whose text changes every tick; the
     page's watchdog reloads when it stops changing (a silently dead socket).
     ``roots`` are the document roots, top to bottom (see the module doc).
+
+    The desk view builds the header, the curves and the events at once and
+    the other tabs' panels only in ``build_rest``, which the session calls
+    on the tick after the page's HTML has been answered: building them took
+    about 0.4 s that the first paint does not need, and the page spends
+    that time loading BokehJS anyway. The kiosk view shows its panels at
+    once and builds them at once.
     """
 
     def __init__(
@@ -64,39 +72,48 @@ class PanelSet:
 
         self.header = HeaderPanel(look, directory, on_pick, kiosk)
         self.curves = CurvesPanel(look, label, kiosk)
-        self.weights = WeightsPanel(look)
-        self.predictions = PredictionsPanel(look)
-        self.data = DataPanel(look)
-        self.model = ModelPanel(look)
-        self.runs = RunsPanel(look, directory, stale_after, on_pick)
         self.events = EventsPanel(look, label)
+        self._later: list[tuple[str, Callable[[], Panel]]] = [
+            ("Weights", lambda: WeightsPanel(look)),
+            ("Predictions", lambda: PredictionsPanel(look)),
+            ("Data", lambda: DataPanel(look)),
+            ("Model", lambda: ModelPanel(look)),
+            ("Runs", lambda: RunsPanel(look, directory, stale_after, on_pick)),
+        ]
+        self._titles = ["Training", *(title for title, _ in self._later)]
+        self._tab_panels: list[Panel | None] = [self.curves, *(None for _ in self._later)]
         self.heartbeat = Div(text="0", visible=False, name="heartbeat")
-        self._pages: list[LayoutDOM] = []
+        self._placeholders = [_placeholder() for _ in self._titles]
         self._holders: list[Column] = []
-        self._placeholders: list[Div] = []
         self._tabs: Tabs | None = None
-        self._titles: list[str] = []
+        self._shown = 0
         self.roots = self._kiosk_roots() if kiosk else self._desk_roots()
 
     def all(self) -> list[Panel]:
-        """The panels, in the order they are fed."""
-        return [self.header, self.curves, self.weights, self.predictions, self.data, self.model, self.runs, self.events]
+        """The panels built so far, in the order they are fed."""
+        built = [panel for panel in self._tab_panels if panel is not None]
+        return [self.header, *built, self.events]
+
+    def build_rest(self) -> list[Panel]:
+        """Build the panels not built yet; the new ones (safe to call again)."""
+        new = []
+        for index, (_, make) in enumerate(self._later, start=1):
+            if self._tab_panels[index] is None:
+                panel = make()
+                self._tab_panels[index] = panel
+                new.append(panel)
+        if self._holders:
+            self.show(self._shown)
+        return new
 
     def beat(self) -> None:
         """Change the heartbeat so the page knows its connection is alive."""
         self.heartbeat.text = str(int(self.heartbeat.text) + 1)
 
     def _desk_roots(self) -> list[LayoutDOM]:
-        pages = [
-            (self.curves, "Training"), (self.weights, "Weights"), (self.predictions, "Predictions"),
-            (self.data, "Data"), (self.model, "Model"), (self.runs, "Runs"),
-        ]  # fmt: skip
-        self._pages = [panel.layout for panel, _ in pages]
-        self._titles = [title for _, title in pages]
-        self._placeholders = [_placeholder() for _ in pages]
         self._holders = [column(p, sizing_mode="stretch_width") for p in self._placeholders]
         self.show(0)
-        panels = [TabPanel(child=holder, title=t) for holder, (_, t) in zip(self._holders, pages, strict=True)]
+        panels = [TabPanel(child=holder, title=t) for holder, t in zip(self._holders, self._titles, strict=True)]
         self._tabs = tabs = Tabs(tabs=panels, sizing_mode="stretch_width", name="tabs")
         tabs.on_change("active", lambda _a, _o, new: self.show(new))
         return [self.header.layout, self.events.layout, tabs, self.heartbeat]
@@ -110,14 +127,21 @@ class PanelSet:
         return True
 
     def show(self, index: int) -> None:
-        """Put tab ``index``'s panel in the document and every other tab's placeholder (desk view only)."""
+        """Put tab ``index``'s panel in the document and every other tab's placeholder (desk view only).
+
+        A tab whose panel is not built yet keeps its placeholder until ``build_rest``.
+        """
+        self._shown = index
         for i, holder in enumerate(self._holders):
-            wanted = self._pages[i] if i == index else self._placeholders[i]
+            panel = self._tab_panels[i] if i == index else None
+            wanted = panel.layout if panel is not None else self._placeholders[i]
             if holder.children[0] is not wanted:
                 holder.children = [wanted]  # not TabPanel.child: BokehJS 3.9 then draws the tab blank
 
     def _kiosk_roots(self) -> list[LayoutDOM]:
-        results = row(self.weights.layout, self.predictions.layout, sizing_mode="stretch_width")
+        self.build_rest()
+        weights, predictions = (p.layout for p in self._tab_panels[1:3] if p is not None)
+        results = row(weights, predictions, sizing_mode="stretch_width")
         main = column(self.curves.layout, results, sizing_mode="stretch_width", name="main")
         return [self.header.layout, main, self.events.layout, self.heartbeat]
 

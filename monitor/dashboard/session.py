@@ -71,6 +71,7 @@ class DashboardSession:
         self._loading: dict[str, list[HubMessage]] = {}
         self._generation = 0
         self.closed = False
+        self.started = False
         self._was_connected = False
         self.backlog = Backlog(
             doc,
@@ -91,8 +92,30 @@ class DashboardSession:
         """The layouts to add to the document, in page order."""
         return [*self.panels.roots, self.acks.flow]
 
+    def start(self, runs: Sequence[str] = (), tab: str | None = None) -> None:
+        """Build the rest of the panels, then show ``runs`` and open ``tab`` (run once, a tick after building).
+
+        Until then no runs are shown: every panel that exists when runs are
+        selected gets the same reset, history and live data.
+        """
+        if self.started or self.closed:
+            return
+        self.started = True
+        with self.patches.batched():
+            self.panels.build_rest()
+            if runs:
+                self.select(runs)
+            if tab and not self.panels.open(tab):
+                log.info("no tab %r to open; showing the first", tab)
+
     def select(self, runs: Sequence[str]) -> None:
-        """Show ``runs`` (the first is primary): reset panels, follow them, load history."""
+        """Show ``runs`` (the first is primary): reset panels, follow them, load history.
+
+        Before ``start`` this starts the session with ``runs``.
+        """
+        if not self.started:
+            self.start(runs)
+            return
         runs = list(dict.fromkeys(runs))
         if runs == self.selected or self.closed:
             return
@@ -171,6 +194,8 @@ class DashboardSession:
     def _tick(self) -> None:
         if self.closed or self._abandoned():
             self.close()
+            return
+        if not self.started:
             return
         with self.patches.batched():
             self._beat()
