@@ -65,8 +65,9 @@ def train(url: str, config: dict[str, Any], minutes: float, seed: int) -> None:
     stopper = keras.callbacks.LambdaCallback(
         on_epoch_end=lambda epoch, logs: setattr(model, "stop_training", time.monotonic() > deadline)
     )
+    # Training runs until --minutes are up, not for a planned number of epochs: no total, so no ETA.
     callback = MonitorCallback(
-        url, name=config["name"], project="labscreen-demo", config={**config, "batch_size": 32},
+        url, name=config["name"], project="labscreen-demo", config={**config, "batch_size": 32, "epochs": None},
         histograms_every=20, predictions=(x_val[:300], y_val[:300]), predictions_every=20,
         classes=[str(d) for d in range(10)], embedding_layer="embedding", gradients=True,
         data=(x_train, y_train), batch_size=32,
