@@ -59,8 +59,8 @@ class PanelSet:
     the other tabs' panels only in ``build_rest``, which the session calls
     on the tick after the page's HTML has been answered: building them took
     about 0.4 s that the first paint does not need, and the page spends
-    that time loading BokehJS anyway. The kiosk view shows its panels at
-    once and builds them at once.
+    that time loading BokehJS anyway. The kiosk view builds the panels it
+    shows (curves, weights, predictions) at once and no others.
     """
 
     def __init__(
@@ -80,6 +80,8 @@ class PanelSet:
             ("Model", lambda: ModelPanel(look)),
             ("Runs", lambda: RunsPanel(look, directory, stale_after, on_pick)),
         ]
+        if kiosk:  # the lab screen shows weights and predictions beside the curves, and no tabs
+            del self._later[2:]
         self._titles = ["Training", *(title for title, _ in self._later)]
         self._tab_panels: list[Panel | None] = [self.curves, *(None for _ in self._later)]
         self.heartbeat = Div(text="0", visible=False, name="heartbeat")
