@@ -89,11 +89,14 @@ class DashboardSession:
 
     @property
     def roots(self) -> list[Model]:
-        """The layouts to add to the document, in page order."""
+        """The document's roots, in page order (layouts, and the pacing model)."""
         return [*self.panels.roots, self.acks.flow]
 
     def start(self, runs: Sequence[str] = (), tab: str | None = None) -> None:
-        """Build the rest of the panels, then show ``runs`` and open ``tab`` (run once, a tick after building).
+        """Build the rest of the panels, then show ``runs`` and open ``tab``.
+
+        The app calls this once, on the tick after the document is built and
+        its page's HTML answered; later calls do nothing.
 
         Until then no runs are shown: every panel that exists when runs are
         selected gets the same reset, history and live data.
