@@ -76,16 +76,23 @@ def _build(context: DashboardContext, directory: RunDirectory, seats: Seats, doc
         limit_page(doc, look, seats.limit, context.healthz_path)
         return
     try:
-        session = _dashboard(context, directory, doc, look, kiosk=kiosk, seat=seat)
+        tab = arguments.get("tab", [None])[0]
+        session = _dashboard(context, directory, doc, look, kiosk=kiosk, seat=seat, tab=tab)
     except BaseException:
         seat.release()
         raise
-    tab = arguments.get("tab", [None])[0]
-    doc.add_next_tick_callback(partial(session.start, arguments.get("run", []), tab))
+    doc.add_next_tick_callback(partial(session.start, arguments.get("run", [])))
 
 
 def _dashboard(
-    context: DashboardContext, directory: RunDirectory, doc: Document, look: Look, *, kiosk: bool, seat: Seat
+    context: DashboardContext,
+    directory: RunDirectory,
+    doc: Document,
+    look: Look,
+    *,
+    kiosk: bool,
+    seat: Seat,
+    tab: str | None,
 ) -> DashboardSession:
     directory.start()
     doc.title = "labscreen"
@@ -100,7 +107,7 @@ def _dashboard(
             session.select(runs)
 
     panels = PanelSet(look, directory, context.stale_after, pick, kiosk)
-    session = DashboardSession(context, directory, doc, panels, follow=kiosk, seat=seat)
+    session = DashboardSession(context, directory, doc, panels, follow=kiosk, seat=seat, first_tab=tab)
     for root in session.roots:
         doc.add_root(root)
     return session

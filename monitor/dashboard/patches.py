@@ -15,8 +15,10 @@ puts models in place (new children, new renderers) goes in a message of its
 own, as Bokeh sends it: BokehJS builds the views of new models
 asynchronously, after the message that adds them, and a later change in
 the same message can reach a parent whose child views do not exist yet
-(``_update_layout`` fails on the missing view). Streams, patches and plain
-property changes, the whole of a live flush, share one message.
+(``_update_layout`` fails on the missing view). Roots added or removed, and
+a change echoed back while Bokeh applies a page's own patch (which goes to
+every connection but that page's), also go alone. Streams, patches and
+plain property changes, the whole of a live flush, share one message.
 
 This reaches into ``bokeh.server.session.ServerSession`` (its per-event
 dispatch ``_document_patched``, its subscribed connections and pending
@@ -37,7 +39,7 @@ from typing import Any
 
 from bokeh.core.serialization import Serializer
 from bokeh.document import Document
-from bokeh.document.events import DocumentPatchedEvent, ModelChangedEvent
+from bokeh.document.events import DocumentPatchedEvent, ModelChangedEvent, RootAddedEvent, RootRemovedEvent
 from bokeh.document.json import PatchJson
 from bokeh.model import Model
 from bokeh.protocol.messages.patch_doc import patch_doc
@@ -45,7 +47,7 @@ from bokeh.server.contexts import BokehSessionContext
 from bokeh.server.session import ServerSession
 
 log = logging.getLogger(__name__)
-_REQUIRED = ("_document_patched", "_subscribed_connections", "_pending_writes")
+_REQUIRED = ("_document_patched", "_subscribed_connections", "_pending_writes", "_current_patch_connection")
 _warned = False
 
 
@@ -87,15 +89,19 @@ class _Batch:
         self._doc, self._session = doc, session
         self._serializer: Serializer | None = None
         self._encoded: list[Any] = []
-        self._messages: list[patch_doc] = []
+        self._messages: list[tuple[patch_doc, Any]] = []
+        """Each message, with the connection it must not go to (or None)."""
         self.events = 0
 
     def add(self, event: DocumentPatchedEvent) -> None:
-        if event.setter is self._session:  # the page's own change echoed: Bokeh sends it to the others only
-            self._close()
-            ServerSession._document_patched(self._session, event)
-            return
-        structural = isinstance(event, ModelChangedEvent) and _holds_model(event.new)
+        # The page's own change echoed back (a callback's change made while Bokeh applies that
+        # page's patch): Bokeh sends it to every connection but that page's. It goes alone, in order.
+        echo = self._session._current_patch_connection if event.setter is self._session else None
+        structural = (
+            echo is not None
+            or isinstance(event, (RootAddedEvent, RootRemovedEvent))
+            or (isinstance(event, ModelChangedEvent) and _holds_model(event.new))
+        )
         if structural:
             self._close()
         if self._serializer is None:
@@ -103,29 +109,30 @@ class _Batch:
         self._encoded.append(self._serializer.encode(event))
         self.events += 1
         if structural:
-            self._close()
+            self._close(skip=echo)
 
     def send(self) -> int:
-        """Send the messages to every connection of the session; the number of messages."""
+        """Send the messages, in order, to the session's connections; the number of messages."""
         self._close()
         session, writes = self._session, self._session._pending_writes
         if writes is None:  # not inside the document lock after all: nothing can be awaited
             log.error("a batch of %d changes ended outside the document lock; not sent", self.events)
             return 0
-        for message in self._messages:
+        for message, skip in self._messages:
             for connection in list(session._subscribed_connections):
-                writes.append(connection._socket.send_message(message))
+                if connection is not skip:
+                    writes.append(connection._socket.send_message(message))
         return len(self._messages)
 
-    def _close(self) -> None:
-        """End the current message (as ``patch_doc.create`` ends one)."""
+    def _close(self, skip: Any = None) -> None:
+        """End the current message (as ``patch_doc.create`` ends one), not to be sent to ``skip``."""
         serializer = self._serializer
         if serializer is None:
             return
         message = patch_doc(patch_doc.create_header(), {}, PatchJson(events=self._encoded))
         message.add_buffers(*serializer.buffers)
         self._doc.models.flush_synced(lambda model: not serializer.has_ref(model))
-        self._messages.append(message)
+        self._messages.append((message, skip))
         self._serializer, self._encoded = None, []
 
 

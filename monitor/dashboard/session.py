@@ -63,6 +63,7 @@ class DashboardSession:
         *,
         follow: bool,
         seat: Seat | None = None,
+        first_tab: str | None = None,
     ) -> None:
         self._context, self._directory, self._doc, self.panels = context, directory, doc, panels
         self._follow = follow
@@ -72,6 +73,7 @@ class DashboardSession:
         self._generation = 0
         self.closed = False
         self.started = False
+        self._first_tab = first_tab
         self._was_connected = False
         self.backlog = Backlog(
             doc,
@@ -92,8 +94,8 @@ class DashboardSession:
         """The document's roots, in page order (layouts, and the pacing model)."""
         return [*self.panels.roots, self.acks.flow]
 
-    def start(self, runs: Sequence[str] = (), tab: str | None = None) -> None:
-        """Build the rest of the panels, then show ``runs`` and open ``tab``.
+    def start(self, runs: Sequence[str] = ()) -> None:
+        """Build the rest of the panels, then show ``runs`` and open the ``first_tab`` given at construction.
 
         The app calls this once, on the tick after the document is built and
         its page's HTML answered; later calls do nothing.
@@ -108,6 +110,7 @@ class DashboardSession:
             self.panels.build_rest()
             if runs:
                 self.select(runs)
+            tab = self._first_tab
             if tab and not self.panels.open(tab):
                 log.info("no tab %r to open; showing the first", tab)
 
@@ -149,21 +152,23 @@ class DashboardSession:
     def _load(self, run: str, generation: int) -> None:
         c = self._context
         future = c.executor.submit(load_history, c.store, run, c.history_points, c.history_histograms)
-        IOLoop.current().add_future(future, partial(self._history_ready, generation))
+        IOLoop.current().add_future(future, partial(self._history_ready, run, generation))
 
-    def _history_ready(self, generation: int, future: Future[RunHistory]) -> None:
+    def _history_ready(self, run: str, generation: int, future: Future[RunHistory]) -> None:
         if not self.closed and generation == self._generation:
-            self._doc.add_next_tick_callback(partial(self._apply_history, generation, future))
+            self._doc.add_next_tick_callback(partial(self._apply_history, run, generation, future))
 
-    def _apply_history(self, generation: int, future: Future[RunHistory]) -> None:
+    def _apply_history(self, run: str, generation: int, future: Future[RunHistory]) -> None:
         if self.closed or generation != self._generation:
             return
+        buffered = self._loading.pop(run, [])
         try:
             history = future.result()
         except Exception:
-            log.exception("could not load history; showing live data only")
+            log.exception("could not load the history of run %s; showing its live data only", run)
+            with self.patches.batched():
+                self._dispatch(buffered)
             return
-        buffered = self._loading.pop(history.run, [])
         with self.patches.batched():
             for panel in self.panels.all():
                 panel.load(history)

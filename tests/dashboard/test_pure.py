@@ -1,4 +1,4 @@
-"""Unit tests of the dashboard's pure parts: grouping, smoothing, percentiles, layout, feed, seam."""
+"""Unit tests of the dashboard's pure parts: grouping, smoothing, percentiles, layout, feed, seam, flat ranges."""
 
 from __future__ import annotations
 
@@ -7,13 +7,17 @@ from typing import Any
 
 import numpy as np
 import pytest
+from bokeh.models import DataRange1d
 
+from monitor.dashboard.batch import Batch
 from monitor.dashboard.dag import layer_of, layered_layout
 from monitor.dashboard.feed import Feed
 from monitor.dashboard.grouping import group_metrics, is_validation
 from monitor.dashboard.history import RunHistory, after_history
+from monitor.dashboard.panels.curves import FLAT_SPAN, ROLLOVER, CurvesPanel
 from monitor.dashboard.percentiles import histogram_percentiles, resample_counts
 from monitor.dashboard.smoothing import ema
+from monitor.dashboard.theme import look_for
 from monitor.hub import Hub, HubMessage
 from monitor.store.base import ScalarSeries
 from monitor.wire import Event, Hello, Scalars
@@ -148,3 +152,18 @@ def test_after_history_drops_overlap_per_series_and_keeps_the_rest() -> None:
     assert isinstance(trimmed, Scalars)
     assert trimmed.steps.tolist() == [3, 2, 3] and trimmed.index.tolist() == [0, 1, 1]
     assert isinstance(kept[1], Hello)
+
+
+def test_a_line_flat_since_its_varied_points_rolled_off_gets_a_span_around_its_value() -> None:
+    panel = CurvesPanel(look_for(False, dark=False), str)
+    panel.reset(["r"])
+    warmup = _scalars("r", 1, list(range(5)), ("learning_rate",))  # values 0..4
+    panel.update(Batch.of([warmup]))
+    y_range = panel._figures["learning rate"].y_range
+    assert isinstance(y_range, DataRange1d)
+    assert y_range.default_span == 2.0  # BokehJS's default: a real extent is padded by BokehJS itself
+    steps = np.arange(5, 5 + ROLLOVER)
+    n = len(steps)
+    flat = Scalars("r", 2, ("learning_rate",), steps, np.zeros(n), np.zeros(n, dtype=np.int64), np.full(n, 0.001))
+    panel.update(Batch.of([flat]))
+    assert y_range.default_span == pytest.approx(FLAT_SPAN * 0.001)  # the warm-up rolled off

@@ -47,7 +47,7 @@ const big = Math.max(...ticks.map(Math.abs));
 let text;
 if (tick === 0) text = "0";
 else if (big >= 1e5 || step < 1e-3)
-  text = tick.toExponential(Math.max(0, Math.min(4, Math.ceil(Math.log10(big / step)))));
+  text = tick.toExponential(Math.max(0, Math.min(9, Math.ceil(Math.log10(big / step)))));
 else text = tick.toFixed(Math.max(0, Math.min(6, -Math.floor(Math.log10(step)))));
 return text.padStart(width);
 """
@@ -67,11 +67,11 @@ class _Line:
     low: float = math.inf
     high: float = -math.inf
 
-    def note(self, values: Array) -> None:
-        """Widen the line's known extent by the finite ``values``."""
+    def note_extent(self) -> None:
+        """Note the extent of the finite values the line holds now (after a stream or load)."""
+        values = np.asarray(self.source.data["value"])
         finite = values[np.isfinite(values)]
-        if finite.size:
-            self.low, self.high = min(self.low, float(finite.min())), max(self.high, float(finite.max()))
+        self.low, self.high = (float(finite.min()), float(finite.max())) if finite.size else (math.inf, -math.inf)
 
 
 def _empty_columns() -> dict[str, Array]:
@@ -113,11 +113,13 @@ class CurvesPanel(Panel):
         for name, series in history.scalars.items():
             line = self._line(history.run, name)
             smooth, line.state = ema(series.values, self.smoothing.value_throttled)
-            line.note(series.values)
             line.source.data = {
                 "step": floats(series.steps), "value": floats(series.values), "smooth": smooth,
                 "wall": floats(series.wall) * 1000.0,
             }  # fmt: skip
+        for line in self._lines.values():
+            if line.run == history.run:
+                line.note_extent()
         self._sync_layout()
 
     def update(self, batch: Batch) -> None:
@@ -135,7 +137,6 @@ class CurvesPanel(Panel):
         steps, values, wall = (np.concatenate([p[i] for p in parts]) for i in range(3))
         order = np.argsort(steps, kind="stable")
         smooth, line.state = ema(values[order], self.smoothing.value_throttled, line.state)
-        line.note(values)
         columns: dict[str, Any] = {
             "step": floats(steps[order]),
             "value": floats(values[order]),
@@ -143,6 +144,7 @@ class CurvesPanel(Panel):
             "wall": floats(wall[order]) * 1000.0,
         }
         line.source.stream(columns, rollover=ROLLOVER)
+        line.note_extent()  # of what the line holds: points that rolled off no longer count
 
     def _line(self, run: str, name: str) -> _Line:
         key = (run, name)
