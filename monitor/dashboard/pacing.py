@@ -15,10 +15,12 @@ coalesce into fewer, larger flushes at the page's own pace, and resumes on
 the next answer.
 
 A client that never answers (a ``bokeh.client`` script runs no JavaScript)
-is never held: pacing starts with the first answer. A page answers a second
-after a patch at the latest, painted or not: a tab hidden between a patch
-and its frame gets no frame until it is shown again, and the feed would
-hold (and the hub subscription shed its oldest messages) all that time.
+is never held: pacing starts with the first answer. A page hidden between a
+patch and its frame gets no frame until it is shown again, so a page that is
+hidden a second after a patch answers then, painted or not; otherwise the
+feed would hold (and the hub subscription shed its oldest messages) for as
+long as the tab stays hidden. A visible page that is slow to paint is not
+answered for: that is what pacing waits for.
 
 Thread safety: used only on the server's event loop, in document callbacks.
 """
@@ -39,7 +41,7 @@ const n = cb_obj.sent;
 const answer = () => { if (cb_obj.painted < n) cb_obj.painted = n };
 if (document.hidden) setTimeout(answer, 0);   // no frames while hidden: answer once applied
 else requestAnimationFrame(() => setTimeout(answer, 0));
-setTimeout(answer, 1000);   // hidden after this patch came: that frame never comes, answer anyway
+setTimeout(() => { if (document.hidden) answer() }, 1000);   // hidden since: that frame never comes
 """
 
 
