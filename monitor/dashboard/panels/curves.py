@@ -68,10 +68,28 @@ class _Line:
     high: float = -math.inf
 
     def note_extent(self) -> None:
-        """Note the extent of the finite values the line holds now (after a stream or load)."""
+        """Note the extent of the finite values the line holds now (after a load, or see ``note_new``)."""
         values = np.asarray(self.source.data["value"])
         finite = values[np.isfinite(values)]
         self.low, self.high = (float(finite.min()), float(finite.max())) if finite.size else (math.inf, -math.inf)
+
+    def note_new(self, values: Array) -> None:
+        """Note the extent after streaming ``values``, scanning the whole line only when it may have gone flat.
+
+        Only flatness matters (``CurvesPanel._fit_flat``). New values that
+        vary keep the line varying; new values equal to a flat line's keep it
+        flat. Only one value arriving on a varying line needs a look at what
+        the line still holds (its varied points may have rolled off): on the
+        IOLoop, per session, most flushes scan nothing.
+        """
+        finite = values[np.isfinite(values)]
+        if not finite.size:
+            return
+        low, high = float(finite.min()), float(finite.max())
+        if low != high:
+            self.low, self.high = min(self.low, low), max(self.high, high)
+        elif not self.low == self.high == low:
+            self.note_extent()
 
 
 def _empty_columns() -> dict[str, Array]:
@@ -144,7 +162,7 @@ class CurvesPanel(Panel):
             "wall": floats(wall[order]) * 1000.0,
         }
         line.source.stream(columns, rollover=ROLLOVER)
-        line.note_extent()  # of what the line holds: points that rolled off no longer count
+        line.note_new(values)
 
     def _line(self, run: str, name: str) -> _Line:
         key = (run, name)
