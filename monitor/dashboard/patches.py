@@ -56,10 +56,6 @@ class OnePatch:
 
     def __init__(self, doc: Document) -> None:
         self._doc = doc
-        self.messages = 0
-        """Messages sent by ``batched`` blocks so far."""
-        self.events = 0
-        """Changes those messages carried."""
 
     @contextmanager
     def batched(self) -> Iterator[None]:
@@ -78,8 +74,7 @@ class OnePatch:
             yield
         finally:
             del session._document_patched
-            self.messages += batch.send()
-            self.events += batch.events
+            batch.send()
 
 
 class _Batch:
@@ -111,18 +106,17 @@ class _Batch:
         if structural:
             self._close(skip=echo)
 
-    def send(self) -> int:
-        """Send the messages, in order, to the session's connections; the number of messages."""
+    def send(self) -> None:
+        """Send the messages, in order, to the session's connections."""
         self._close()
         session, writes = self._session, self._session._pending_writes
         if writes is None:  # not inside the document lock after all: nothing can be awaited
             log.error("a batch of %d changes ended outside the document lock; not sent", self.events)
-            return 0
+            return
         for message, skip in self._messages:
             for connection in list(session._subscribed_connections):
                 if connection is not skip:
                     writes.append(connection._socket.send_message(message))
-        return len(self._messages)
 
     def _close(self, skip: Any = None) -> None:
         """End the current message (as ``patch_doc.create`` ends one), not to be sent to ``skip``."""

@@ -139,6 +139,7 @@ class CurvesPanel(Panel):
             if line.run == history.run:
                 line.note_extent()
         self._sync_layout()
+        self._fit_flat()
 
     def update(self, batch: Batch) -> None:
         chunks: dict[tuple[str, str], list[tuple[Array, Array, Array]]] = {}
@@ -180,7 +181,6 @@ class CurvesPanel(Panel):
             self._charts[key] = self._figure(key)
         self._stale_charts.clear()
         self._place_charts()
-        self._fit_flat()
 
     def _fit_flat(self) -> None:
         """Give each chart whose lines all hold one value a y span around that value.
@@ -214,6 +214,7 @@ class CurvesPanel(Panel):
     def _rebuild_all(self) -> None:
         self._stale_charts.update(self._charts)
         self._sync_layout()
+        self._fit_flat()
 
     def _resmooth(self) -> None:
         for line in self._lines.values():
