@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import gzip
 import json
 import os
 import socket
@@ -346,6 +347,12 @@ class ViewerPool:
             thread.join(10)
 
 
+def _inline_bytes(text: str) -> bytes:
+    """An array's bytes written into the message as base64 (Bokeh gzips them first)."""
+    data = base64.b64decode(text)
+    return gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+
+
 def _streamed_column(message: Any, model_id: str, column: str) -> list[float]:
     """The values of ``column`` in the message's ``ColumnsStreamed`` events for model ``model_id``."""
     buffers = {buffer.id: buffer.data for buffer in message.buffers}
@@ -357,7 +364,7 @@ def _streamed_column(message: Any, model_id: str, column: str) -> list[float]:
         rep = dict(data["entries"])[column] if data.get("type") == "map" else data[column]
         if isinstance(rep, dict) and rep.get("type") == "ndarray":
             payload = rep["array"]["data"]
-            raw = buffers[payload["id"]] if isinstance(payload, dict) else base64.b64decode(payload)
+            raw = buffers[payload["id"]] if isinstance(payload, dict) else _inline_bytes(payload)
             values.extend(np.frombuffer(raw, dtype=np.dtype(rep["dtype"]).newbyteorder("<")).tolist())
         else:
             values.extend(float(v) for v in rep)

@@ -23,8 +23,12 @@ has; with all six tabs attached a session held about 670 models, and the
 walk alone was the largest part of the time from ingest to the page. A
 panel keeps updating its sources while detached, which costs no messages
 (a model outside a document sends nothing), so an opened tab shows
-everything that arrived meanwhile. The hidden tabs' panels are built a tick
-after the page's HTML is answered (see ``PanelSet``).
+everything that arrived meanwhile.
+
+The hidden tabs' panels are built when their tab is first opened (see
+``PanelSet``): building them all at once took most of a second of the event
+loop per new page, during which that page could not even fetch BokehJS from
+the same server.
 """
 
 from __future__ import annotations
@@ -55,12 +59,11 @@ class PanelSet:
     page's watchdog reloads when it stops changing (a silently dead socket).
     ``roots`` are the document roots, top to bottom (see the module doc).
 
-    The desk view builds the header, the curves and the events at once and
-    the other tabs' panels only in ``build_rest``, which the session calls
-    on the tick after the page's HTML has been answered: building them took
-    about 0.4 s that the first paint does not need, and the page spends
-    that time loading BokehJS anyway. The kiosk view builds the panels it
-    shows (curves, weights, predictions) at once and no others.
+    The desk view builds the header, the curves and the events at once, and
+    another tab's panel when that tab is first opened; each panel built then
+    is handed to ``on_built`` so the session can bring it up to date (the
+    runs shown and their history). The kiosk view builds the panels it shows
+    (curves, weights, predictions) at once and no others.
     """
 
     def __init__(
@@ -73,6 +76,7 @@ class PanelSet:
         self.header = HeaderPanel(look, directory, on_pick, kiosk)
         self.curves = CurvesPanel(look, label, kiosk)
         self.events = EventsPanel(look, label)
+        self.on_built: Callable[[Panel], None] = lambda _panel: None
         self._later: list[tuple[str, Callable[[], Panel]]] = [
             ("Weights", lambda: WeightsPanel(look)),
             ("Predictions", lambda: PredictionsPanel(look)),
@@ -96,17 +100,11 @@ class PanelSet:
         built = [panel for panel in self._tab_panels if panel is not None]
         return [self.header, *built, self.events]
 
-    def build_rest(self) -> list[Panel]:
-        """Build the panels not built yet; the new ones (safe to call again)."""
-        new = []
-        for index, (_, make) in enumerate(self._later, start=1):
-            if self._tab_panels[index] is None:
-                panel = make()
-                self._tab_panels[index] = panel
-                new.append(panel)
-        if self._holders:
-            self.show(self._shown)
-        return new
+    def _build(self, index: int) -> Panel:
+        panel = self._later[index - 1][1]()
+        self._tab_panels[index] = panel
+        self.on_built(panel)
+        return panel
 
     def beat(self) -> None:
         """Change the heartbeat so the page knows its connection is alive."""
@@ -131,9 +129,11 @@ class PanelSet:
     def show(self, index: int) -> None:
         """Put tab ``index``'s panel in the document and every other tab's placeholder (desk view only).
 
-        A tab whose panel is not built yet keeps its placeholder until ``build_rest``.
+        A tab whose panel is not built yet has it built now (see ``on_built``).
         """
         self._shown = index
+        if self._tab_panels[index] is None:
+            self._build(index)
         for i, holder in enumerate(self._holders):
             panel = self._tab_panels[i] if i == index else None
             wanted = panel.layout if panel is not None else self._placeholders[i]
@@ -141,7 +141,9 @@ class PanelSet:
                 holder.children = [wanted]  # not TabPanel.child: BokehJS 3.9 then draws the tab blank
 
     def _kiosk_roots(self) -> list[LayoutDOM]:
-        self.build_rest()
+        for index, panel in enumerate(self._tab_panels):
+            if panel is None:
+                self._build(index)
         weights, predictions = (p.layout for p in self._tab_panels[1:3] if p is not None)
         results = row(weights, predictions, sizing_mode="stretch_width")
         main = column(self.curves.layout, results, sizing_mode="stretch_width", name="main")

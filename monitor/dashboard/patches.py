@@ -37,7 +37,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from bokeh.core.serialization import Serializer
+from bokeh.core.serialization import Buffer, BytesRep, Serializer
 from bokeh.document import Document
 from bokeh.document.events import DocumentPatchedEvent, ModelChangedEvent, RootAddedEvent, RootRemovedEvent
 from bokeh.document.json import PatchJson
@@ -45,6 +45,7 @@ from bokeh.model import Model
 from bokeh.protocol.messages.patch_doc import patch_doc
 from bokeh.server.contexts import BokehSessionContext
 from bokeh.server.session import ServerSession
+from bokeh.util.serialization import make_id
 
 log = logging.getLogger(__name__)
 _REQUIRED = ("_document_patched", "_subscribed_connections", "_pending_writes", "_current_patch_connection")
@@ -77,6 +78,27 @@ class OnePatch:
             batch.send()
 
 
+INLINE_BYTES = 64 * 1024
+"""Arrays up to this size go inside the message's JSON (base64), larger ones as binary frames."""
+
+
+class _InliningSerializer(Serializer):
+    """A ``Serializer`` that writes small arrays into the message itself.
+
+    Bokeh sends every array of a message as two websocket frames of its own
+    (a header and the bytes). A flush streaming a few points into ten
+    sources, four columns each, was over a hundred frames, and the page
+    handles every frame as a task of its own. Base64 inside the JSON costs a
+    third more bytes, which for a few hundred bytes is nothing; a history
+    load's large columns still go as binary frames.
+    """
+
+    def _encode_bytes(self, obj: bytes | memoryview) -> BytesRep:
+        if len(obj) > INLINE_BYTES:
+            return super()._encode_bytes(obj)
+        return BytesRep(type="bytes", data=Buffer(make_id(), obj).to_base64())
+
+
 class _Batch:
     """The encoded changes of one block, as the messages that will carry them, in order."""
 
@@ -100,7 +122,7 @@ class _Batch:
         if structural:
             self._close()
         if self._serializer is None:
-            self._serializer = Serializer(references=self._doc.models.synced_references)
+            self._serializer = _InliningSerializer(references=self._doc.models.synced_references)
         self._encoded.append(self._serializer.encode(event))
         self.events += 1
         if structural:

@@ -13,6 +13,11 @@ that stays behind is dropped (its connection closed, the session closed).
 ``monitor.dashboard.pacing``). Each flush, history load and tick goes to the
 page as one message (``monitor.dashboard.patches``).
 
+The hidden tabs' panels are built when their tab is first opened
+(``PanelSet``). A panel built late loads the history of the runs shown for
+itself, with the same seam handling per panel: live messages for it wait
+until its history is drawn, then continue it.
+
 Thread safety: everything runs on the server's event loop; panel calls run
 as document callbacks (document lock held).
 """
@@ -39,6 +44,7 @@ from monitor.dashboard.feed import Feed
 from monitor.dashboard.history import RunHistory, after_history, load_history
 from monitor.dashboard.layout import PanelSet
 from monitor.dashboard.pacing import PageAcks
+from monitor.dashboard.panels.base import Panel
 from monitor.dashboard.patches import OnePatch
 from monitor.dashboard.seats import Seat
 from monitor.hub import HubMessage
@@ -75,6 +81,9 @@ class DashboardSession:
         self.started = False
         self._first_tab = first_tab
         self._was_connected = False
+        self._late: dict[Panel, dict[str, list[HubMessage]]] = {}
+        """Panels built late whose own history loads are pending: run -> live messages held meanwhile."""
+        panels.on_built = self._catch_up
         self.backlog = Backlog(
             doc,
             self._on_backlog_clear,
@@ -95,24 +104,36 @@ class DashboardSession:
         return [*self.panels.roots, self.acks.flow]
 
     def start(self, runs: Sequence[str] = ()) -> None:
-        """Build the rest of the panels, then show ``runs`` and open the ``first_tab`` given at construction.
+        """Show ``runs`` and open the ``first_tab`` given at construction.
 
         The app calls this once, on the tick after the document is built and
-        its page's HTML answered; later calls do nothing.
-
-        Until then no runs are shown: every panel that exists when runs are
-        selected gets the same reset, history and live data.
+        its page's HTML answered; later calls do nothing. Until then no runs
+        are shown.
         """
         if self.started or self.closed:
             return
         self.started = True
         with self.patches.batched():
-            self.panels.build_rest()
             if runs:
                 self.select(runs)
             tab = self._first_tab
             if tab and not self.panels.open(tab):
                 log.info("no tab %r to open; showing the first", tab)
+
+    def _catch_up(self, panel: Panel) -> None:
+        """Bring a panel built late to the runs shown: load their history for it alone.
+
+        Runs whose history the session is still loading need nothing here:
+        that load draws into every panel built by then.
+        """
+        if self.selected:
+            panel.reset(self.selected)
+        panel.tick(time.time())
+        runs = [run for run in self.selected if run not in self._loading]
+        if runs:
+            self._late[panel] = {run: [] for run in runs}
+            for run in runs:
+                self._load(run, self._generation, panel)
 
     def select(self, runs: Sequence[str]) -> None:
         """Show ``runs`` (the first is primary): reset panels, follow them, load history.
@@ -131,6 +152,7 @@ class DashboardSession:
     def _select(self, runs: list[str]) -> None:
         self._generation += 1
         self.selected = runs
+        self._late.clear()
         self._loading = {run: [] for run in runs}
         self.feed.follow(runs)
         for panel in self.panels.all():
@@ -149,30 +171,37 @@ class DashboardSession:
         if self._seat is not None:
             self._seat.release()
 
-    def _load(self, run: str, generation: int) -> None:
+    def _load(self, run: str, generation: int, panel: Panel | None = None) -> None:
         c = self._context
         future = c.executor.submit(load_history, c.store, run, c.history_points, c.history_histograms)
-        IOLoop.current().add_future(future, partial(self._history_ready, run, generation))
+        IOLoop.current().add_future(future, partial(self._history_ready, run, generation, panel))
 
-    def _history_ready(self, run: str, generation: int, future: Future[RunHistory]) -> None:
+    def _history_ready(self, run: str, generation: int, panel: Panel | None, future: Future[RunHistory]) -> None:
         if not self.closed and generation == self._generation:
-            self._doc.add_next_tick_callback(partial(self._apply_history, run, generation, future))
+            self._doc.add_next_tick_callback(partial(self._apply_history, run, generation, panel, future))
 
-    def _apply_history(self, run: str, generation: int, future: Future[RunHistory]) -> None:
+    def _apply_history(self, run: str, generation: int, panel: Panel | None, future: Future[RunHistory]) -> None:
+        """Draw a run's history: into every panel, or into ``panel`` alone (one built late)."""
         if self.closed or generation != self._generation:
             return
-        buffered = self._loading.pop(run, [])
+        pending = self._late.get(panel) if panel is not None else self._loading
+        buffered = pending.pop(run, []) if pending is not None else []
+        if panel is not None and not pending:
+            self._late.pop(panel, None)
         try:
             history = future.result()
         except Exception:
             log.exception("could not load the history of run %s; showing its live data only", run)
-            with self.patches.batched():
-                self._dispatch(buffered)
-            return
+            history = None
         with self.patches.batched():
-            for panel in self.panels.all():
-                panel.load(history)
-            self._dispatch(after_history(buffered, history))
+            for target in [panel] if panel is not None else self.panels.all():
+                if history is not None:
+                    target.load(history)
+            live = after_history(buffered, history) if history is not None else buffered
+            if panel is None:
+                self._dispatch(live)
+            elif live:
+                panel.update(Batch.of(live))
 
     def _on_messages(self, messages: list[HubMessage]) -> None:
         with self.patches.batched():
@@ -194,10 +223,24 @@ class DashboardSession:
         return self.backlog.clear() and self.acks.clear()
 
     def _dispatch(self, messages: list[HubMessage]) -> None:
-        if messages:
-            batch = Batch.of(messages)
-            for panel in self.panels.all():
+        if not messages:
+            return
+        batch = Batch.of(messages)
+        for panel in self.panels.all():
+            pending = self._late.get(panel)
+            if pending is None:
                 panel.update(batch)
+                continue
+            ready = []
+            for message in messages:
+                held = pending.get(message.run)
+                if held is None:
+                    ready.append(message)
+                else:
+                    held.append(message)
+                    del held[:-MAX_BUFFERED]
+            if ready:
+                panel.update(Batch.of(ready))
 
     def _tick(self) -> None:
         if self.closed or self._abandoned():

@@ -142,6 +142,49 @@ def test_history_and_live_meet_without_gap_or_duplicate(
     assert viewer.column("scalars:fast:loss", "value") == [float(s) for s in range(total)]
 
 
+def test_a_tab_first_opened_while_streaming_continues_without_gap_or_duplicate(
+    server: ServerThread, viewers: Callable[..., Viewer], monitors: Callable[..., Monitor]
+) -> None:
+    """A hidden tab's panel is built when first opened and loads its own history; its seam must hold too.
+
+    The server's read executor is kept busy while the tab opens, so the
+    panel's history load waits while live points keep arriving for it.
+    """
+    total = 1500
+    monitor = monitors("late")
+    monitor.histogram("dense/kernel", (np.linspace(-1, 1, 5), np.array([1.0, 2.0, 3.0, 4.0])), step=0)
+    viewer = viewers(server.url + "/?run=late")
+    progress = [0]
+    started = threading.Event()
+
+    def produce() -> None:
+        for step in range(total):
+            monitor.log({"norm/dense/kernel": float(step)}, step=step)
+            progress[0] = step
+            if step == 300:
+                started.set()
+            threading.Event().wait(0.002)
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    gate = threading.Event()
+    try:
+        started.wait(10)
+        assert viewer.column("weights-norm", "step") is None, "the Weights tab's panel is not in the page yet"
+        busy = [server.running.executor.submit(gate.wait, 30) for _ in range(4)]
+        viewer.show("Weights")
+        opened_at = progress[0]
+        wait_until(lambda: progress[0] >= opened_at + 200, what="points streamed while the history load waits")
+        gate.set()
+        assert all(f.result(10) for f in busy)
+        steps = viewer.wait_column_length("weights-norm", "step", total, timeout=30_000)
+    finally:
+        gate.set()
+        producer.join()
+    assert steps == list(range(total))
+    assert viewer.column("weights-norm", "value") == [float(s) for s in range(total)]
+
+
 def test_closed_tab_leaves_the_hub(
     server: ServerThread, browser: Any, viewers: Callable[..., Viewer], monitors: Callable[..., Monitor]
 ) -> None:

@@ -1,27 +1,147 @@
-// Skip rewriting a BokehJS inline stylesheet with the text it already holds.
+// Four changes to how BokehJS 3.9 paints, for pages that stream into many plots.
 //
-// BokehJS 3.9 rewrites each renderer's "position" stylesheet on every paint,
-// even when the position has not changed, and the very next step of the
-// paint reads CSS custom properties through getComputedStyle. Each rewrite
-// invalidates the page's styles, so every renderer of every repainted chart
-// forced a style recalculation (about 145 a second, a fifth of the page's
-// time at 1,000 points/s). Writing only changed text keeps the styles valid.
-// If this BokehJS has no such stylesheet class, nothing is changed.
+// 1. Skip rewriting an inline stylesheet with the text it already holds.
+//    BokehJS rewrites each renderer's "position" stylesheet on every paint,
+//    even when the position has not changed, and the very next step of the
+//    paint reads CSS custom properties through getComputedStyle. Each rewrite
+//    invalidated the page's styles, so every renderer of every repainted
+//    chart forced a style recalculation (about 145 a second, a fifth of the
+//    page's time at 1,000 points/s).
+//
+// 2. Move a line's element, and read a view's computed style, at most once
+//    a second. Each paint moves each line's (empty, invisible) element to
+//    the line's new extent, which invalidates the page's styles, and every
+//    visual value BokehJS reads next (a label's colour, a line's width...)
+//    first looks for a "--bk-..." override with getComputedStyle, as does
+//    measuring axis labels for the plot's font size. So every plot's paint
+//    recomputed the page's styles: a quarter of the page's time at 1,000
+//    points/s. The dashboard sets no such override and its font sizes only
+//    at load; both are refreshed after STYLE_MS.
+//
+// 3. Paint plots a few per frame, not all in one. Each plot schedules its own
+//    paint on the next animation frame, so with ten live charts one frame
+//    painted all ten (over 100 ms here) while arriving updates waited behind
+//    it. Plots waiting to paint are now painted in the order they asked, in
+//    frames of about PAINT_BUDGET_MS each (at least one plot per frame), and
+//    updates are applied between frames. A plot asked to paint twice before
+//    its turn paints once, with the latest data.
+//
+// 4. Keep a plot's automatic range to the page. Each time BokehJS fits a
+//    DataRange1d to the data it sets the range's start and end, and by
+//    default sends both to the server: at 1,000 points/s about 200 messages
+//    a second that the page encoded and the server decoded and applied, for
+//    values the server never reads. A range the user pans or zooms is still
+//    sent.
+//
+// Each change is skipped if the BokehJS on the page lacks what it replaces.
 (() => {
   "use strict";
-  let dom;
-  try {
-    dom = window.Bokeh && Bokeh.require("core/dom");
-  } catch (error) {
-    return;
-  }
-  const proto = dom && dom.InlineStyleSheet && dom.InlineStyleSheet.prototype;
-  if (!proto || typeof proto._update !== "function" || proto._update.__labscreen) return;
-  const update = proto._update;
-  const skipping = function (css) {
-    if (this.el && this.el.textContent === css) return;
-    update.call(this, css);
+  const PAINT_BUDGET_MS = 8;
+  const REST_PER_PAINT = 2;
+  const STYLE_MS = 1000;
+  const module = (name) => {
+    try {
+      return window.Bokeh && Bokeh.require(name);
+    } catch (error) {
+      return undefined;
+    }
   };
-  skipping.__labscreen = true;
-  proto._update = skipping;
+  const replace = (proto, name, make) => {
+    if (!proto || typeof proto[name] !== "function" || proto[name].__labscreen) return;
+    const replacement = make(proto[name]);
+    replacement.__labscreen = true;
+    proto[name] = replacement;
+  };
+
+  const dom = module("core/dom");
+  replace(dom && dom.InlineStyleSheet && dom.InlineStyleSheet.prototype, "_update", (update) =>
+    function (css) {
+      if (this.el && this.el.textContent === css) return;
+      update.call(this, css);
+    });
+
+  const visual = module("core/visuals/visual");
+  const remembered = new WeakMap(); // Element -> Map<property, [read at, value]>
+  const recall = (el, key, read) => {
+    const now = performance.now();
+    let values = remembered.get(el);
+    if (values === undefined) remembered.set(el, values = new Map());
+    const known = values.get(key);
+    if (known !== undefined && now - known[0] < STYLE_MS) return known[1];
+    const value = read();
+    values.set(key, [now, value]);
+    return value;
+  };
+  replace(visual && visual.VisualProperties && visual.VisualProperties.prototype, "_get_css_value", (read) =>
+    function (name) {
+      const el = this.obj && this.obj.el;
+      return el ? recall(el, this.css_prefix + name, () => read.call(this, name)) : read.call(this, name);
+    });
+
+  const canvas = module("models/plots/plot_canvas");
+  const waiting = new Map(); // PlotView -> resolves its paint's promise
+  let frame = 0;
+  let rest = 0;
+  const request = () => { rest = 0; frame = requestAnimationFrame(paint_some); };
+  const paint_some = () => {
+    frame = 0;
+    const start = performance.now();
+    for (const [view, done] of waiting) {
+      waiting.delete(view);
+      try {
+        if (!view.is_destroyed) view.repaint();
+      } catch (error) {
+        setTimeout(() => { throw error; });
+      }
+      done();
+      if (performance.now() - start >= PAINT_BUDGET_MS) break;
+    }
+    const spent = performance.now() - start;
+    if (waiting.size > 0) rest = setTimeout(request, spent * REST_PER_PAINT);
+  };
+  replace(canvas && canvas.PlotView && canvas.PlotView.prototype, "schedule_paint", () =>
+    function () {
+      if (this.is_paused) return;
+      if (!waiting.has(this)) this._await_ready(new Promise((resolve) => waiting.set(this, resolve)));
+      if (frame === 0 && rest === 0) request();
+    });
+
+  const plot = canvas && canvas.PlotView && canvas.PlotView.prototype;
+  const font_size = plot && Object.getOwnPropertyDescriptor(plot, "base_font_size");
+  if (font_size && typeof font_size.get === "function" && !font_size.get.__labscreen) {
+    const read = font_size.get;
+    const get = function () {
+      return this.el ? recall(this.el, "font-size", () => read.call(this)) : read.call(this);
+    };
+    get.__labscreen = true;
+    Object.defineProperty(plot, "base_font_size", { ...font_size, get });
+  }
+
+  const glyphs = module("models/renderers/glyph_renderer");
+  const moved = new WeakMap(); // GlyphRendererView -> when its element was last moved
+  replace(glyphs && glyphs.GlyphRendererView && glyphs.GlyphRendererView.prototype, "update_position", (update) =>
+    function () {
+      const now = performance.now();
+      const last = moved.get(this);
+      if (last !== undefined && now - last < STYLE_MS) return;
+      moved.set(this, now);
+      update.call(this);
+    });
+
+  const ranges = module("models/ranges/data_range1d");
+  const range = ranges && ranges.DataRange1d && ranges.DataRange1d.prototype;
+  let fitting = false;
+  replace(range, "update", (update) =>
+    function (...args) {
+      fitting = true;
+      try {
+        return update.apply(this, args);
+      } finally {
+        fitting = false;
+      }
+    });
+  replace(range, "setv", (setv) =>
+    function (attrs, options = {}) {
+      return setv.call(this, attrs, fitting ? { ...options, sync: false } : options);
+    });
 })();
