@@ -19,6 +19,8 @@ the same message can reach a parent whose child views do not exist yet
 a change echoed back while Bokeh applies a page's own patch (which goes to
 every connection but that page's), also go alone. Streams, patches and
 plain property changes, the whole of a live flush, share one message.
+Arrays up to ``INLINE_BYTES`` travel inside that message (see
+``_InliningSerializer``), so a live flush is three websocket frames.
 
 This reaches into ``bokeh.server.session.ServerSession`` (its per-event
 dispatch ``_document_patched``, its subscribed connections and pending

@@ -5,10 +5,9 @@ The watchdog (``static/watchdog.js``) listens for BokehJS's
 reloads the page when the server answers, so a lab screen recovers from a
 server restart, or from being dropped as a too-slow viewer, on its own. The
 page also declares an empty favicon so the browser makes no request that
-could fail. ``static/paint_fix.js`` stops BokehJS from rewriting unchanged
-inline stylesheets on every paint (each rewrite forced a style
-recalculation; see the script), and must run after BokehJS has loaded and
-before the document is rendered: the template's postamble.
+could fail. ``static/paint_fix.js`` changes how BokehJS paints a page that
+streams into many plots (see the script's header), and must run after
+BokehJS has loaded and before the document is rendered: the template's postamble.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ page's answers are read on the server, from each session's ``Flow`` model.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import cast
 
@@ -82,3 +83,70 @@ def test_the_page_answers_each_flush_it_has_painted(
     [(sent, _)] = flows(server)
     assert sent >= 7  # the first point came with the history, not in a flush
     wait_until(lambda: flows(server)[0][1] >= sent, what="the page to answer every flush sent so far")
+
+
+PAINTS_JS = """(() => {
+  window.__painted = {};
+  window.__streamed = {};
+  const hook = () => {
+    if (window.Bokeh === undefined || Bokeh.documents.length === 0) { setTimeout(hook, 10); return; }
+    const proto = Bokeh.require('models/plots/plot_canvas').PlotView.prototype;
+    const repaint = proto.repaint;
+    proto.repaint = function () {
+      const result = repaint.call(this);
+      window.__painted[this.model.name] = performance.now();
+      return result;
+    };
+    Bokeh.documents[0].on_change((event) => {
+      if (event.kind === 'ColumnsStreamed') window.__streamed[event.model.name] = performance.now();
+    });
+  };
+  hook();
+})();"""
+"""Records when each plot last repainted and when each source last had points streamed in."""
+ALL_REPAINTED_JS = """(count) => {
+  const charts = [...Bokeh.documents[0].all_models].filter((m) => (m.name ?? '').startsWith('chart:'));
+  return charts.length >= count && charts.every((chart) => {
+    const streamed = Math.max(0, ...chart.renderers.map((r) => window.__streamed[r.data_source.name] ?? 0));
+    return (window.__painted[chart.name] ?? -1) > streamed;
+  });
+}"""
+
+
+def test_every_chart_repaints_after_its_latest_points(
+    server: ServerThread, viewers: Callable[..., Viewer], monitors: Callable[..., Monitor]
+) -> None:
+    """The page paints a few plots per frame (``paint_fix.js``); none may be left showing old data."""
+    monitor = monitors("repaints")
+    monitor.log(dict.fromkeys(SERIES, 0.0), step=0)
+    viewer = viewers(server.url + "/?run=repaints", init_scripts=(PAINTS_JS,))
+    for name in SERIES:
+        viewer.wait_column_length(f"scalars:repaints:{name}", "step", 1)
+    for step in range(1, 200):  # faster than the page paints ten charts
+        monitor.log({name: float(step * i) for i, name in enumerate(SERIES)}, step=step)
+    for name in SERIES:
+        viewer.wait_column_length(f"scalars:repaints:{name}", "step", 200)
+    viewer.wait(ALL_REPAINTED_JS, len(SERIES))
+
+
+def test_fitted_ranges_stay_in_the_page(
+    server: ServerThread, viewers: Callable[..., Viewer], monitors: Callable[..., Monitor]
+) -> None:
+    """BokehJS's automatic range fits are not sent back to the server (``paint_fix.js``)."""
+    monitor = monitors("ranges")
+    monitor.log({"loss": 0.0}, step=0)
+    viewer = viewers(server.url + "/?run=ranges")
+    viewer.wait_column_length("scalars:ranges:loss", "step", 1)
+    for step in range(1, 20):
+        monitor.log({"loss": float(step)}, step=step)
+    viewer.wait_column_length("scalars:ranges:loss", "step", 20)
+    end = viewer.wait("() => { const r = __find('chart:loss').y_range; return r.end >= 19 ? r.end : null }")
+    assert end >= 19
+
+    def server_side() -> list[float]:
+        sessions = server.running._bokeh.get_sessions("/") if server.running._bokeh is not None else []
+        charts = [session.document.get_model_by_name("chart:loss") for session in sessions]
+        return [float(chart.y_range.end) for chart in charts if chart is not None]
+
+    ends = server.call(server_side)
+    assert ends and all(math.isnan(end) for end in ends), f"the server's y_range.end: {ends}"
