@@ -85,6 +85,10 @@ class Feed:
         """Leave the hub; safe to call twice."""
         self._subscription.close()
 
+    def take(self) -> list[HubMessage]:
+        """Take the messages the hub has delivered and no flush has drawn yet, bypassing the rationing."""
+        return self._subscription.drain()
+
     def resume(self) -> None:
         """Flush what coalesced while the feed was held (call when ``ready`` turns True)."""
         if self.held and self._subscription.pending():

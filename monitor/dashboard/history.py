@@ -6,7 +6,10 @@ passes that buffer through ``after_history`` so the live feed continues
 exactly where the history ends: no gap, because the store is flushed before
 it is read, so everything published before the subscription is in the
 history; no duplicate, because buffered points at or before the history's
-last step of their series are dropped.
+last step of their series are dropped. Messages the hub delivered that the
+session's feed has not drawn yet (it rations flushes and paces them to the
+page) are moved into the buffer before the seam is made; otherwise they
+would be drawn after the history as duplicates.
 """
 
 from __future__ import annotations

@@ -66,9 +66,13 @@ class OnePatch:
 
         Nested blocks join the outer one. Never raises on its own account:
         if the session cannot be batched, changes go out as Bokeh sends them.
+        A session with no connection yet (its page is still loading BokehJS)
+        is left to Bokeh, which sends nothing then: the page pulls the whole
+        document when it connects, so encoding the changes would be wasted
+        (a quarter of a second for a run's history on ten charts).
         """
         session = _server_session(self._doc)
-        if session is None or "_document_patched" in vars(session):
+        if session is None or not session._subscribed_connections or "_document_patched" in vars(session):
             yield
             return
         batch = _Batch(self._doc, session)

@@ -184,6 +184,13 @@ class DashboardSession:
         """Draw a run's history: into every panel, or into ``panel`` alone (one built late)."""
         if self.closed or generation != self._generation:
             return
+        # The hub has every message accepted before the store was flushed for this history, but the
+        # feed may still hold some (rationed, or paced to a busy page): they go to the held buffers
+        # now, where the seam trims them, or they would be drawn after the history as duplicates.
+        undrawn = self.feed.take()
+        if undrawn:
+            with self.patches.batched():
+                self._draw(undrawn)
         pending = self._late.get(panel) if panel is not None else self._loading
         buffered = pending.pop(run, []) if pending is not None else []
         if panel is not None and not pending:

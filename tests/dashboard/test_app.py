@@ -181,7 +181,8 @@ def test_a_tab_first_opened_while_streaming_continues_without_gap_or_duplicate(
     finally:
         gate.set()
         producer.join()
-    assert steps == list(range(total))
+    missing, repeated = sorted(set(range(total)) - set(steps)), len(steps) - len(set(steps))
+    assert steps == list(range(total)), f"missing {missing[:10]}, repeated {repeated}, opened at step {opened_at}"
     assert viewer.column("weights-norm", "value") == [float(s) for s in range(total)]
 
 
