@@ -7,7 +7,9 @@ carrying ``latency_probe = time.time()`` taken just before the call.
 Latency, browser: a headless Chromium tab shows the run. A BokehJS document listener (an init script, so it
 survives a reload) stamps ``performance.timeOrigin + performance.now()`` when each ``ColumnsStreamed`` event for
 ``scalars:<run>:latency_probe`` is applied to the ColumnDataSource (before it is painted) and reports the probe
-values it carried through ``console.debug``. Latency is that stamp minus the probe value, less the page's clock
+values it carried through ``console.debug``. Streaming starts once the tab shows the run and its main thread
+has gone idle (``requestIdleCallback``, at most 10 s): building the charts' views is the cost of opening a run
+(``bench_soak.py`` times it), not of streaming. Latency is that stamp minus the probe value, less the page's clock
 offset (page clock minus ``time.time()``, from the fastest of 15 ``page.evaluate`` round trips, taken before and
 after the run and averaged). A probe counts once, at its first arrival; one not received within 120 s of the
 last ``log()`` counts as infinitely late ("not received"). Two rates: 10 updates/s of one point, and 1,000
@@ -161,6 +163,10 @@ def drift_note(latencies: list[float]) -> str:
     return f"p50 of first / last 10%: {first:,.0f} / {last:,.0f} ms"
 
 
+SETTLED_JS = "() => new Promise((resolve) => requestIdleCallback(() => resolve(true), {timeout: 10000}))"
+"""Resolves once the page's main thread has had idle time (its first build and paint are done), or after 10 s."""
+
+
 def browser_case(browser: Any, url: str, rate: Rate, flush_interval: float, run: str) -> Result:
     """Stream ``rate`` to a fresh run and time each probe into a fresh Chromium tab."""
     source = f"scalars:{run}:{PROBE}"
@@ -171,6 +177,7 @@ def browser_case(browser: Any, url: str, rate: Rate, flush_interval: float, run:
         monitor.log(probe_metrics(rate.points_per_call, 0), step=0)
         tab = open_dashboard(browser, f"{url}/?run={run}", init_scripts=[LISTEN_JS % json.dumps(source)])
         tab.page.wait_for_function("(n) => __find(n) !== null", arg=source, timeout=30_000)
+        tab.page.evaluate(SETTLED_JS)
         offset_before, uncertainty = clock_offset_ms(tab.page)
         cdp = cdp_performance(tab.page)
         busy_before, wall_before = main_thread_seconds(cdp), time.monotonic()
