@@ -150,3 +150,27 @@ def test_fitted_ranges_stay_in_the_page(
 
     ends = server.call(server_side)
     assert ends and all(math.isnan(end) for end in ends), f"the server's y_range.end: {ends}"
+
+
+FORMAT_JS = """(ticks) => {
+  const formatter = __find('chart:stamp').left[0].formatter;
+  return formatter.doFormat(ticks, {});
+}"""
+
+
+def test_y_labels_keep_one_width_that_only_grows(
+    server: ServerThread, viewers: Callable[..., Viewer], monitors: Callable[..., Monitor]
+) -> None:
+    """A y axis that changes width re-lays out the charts around it; its labels' width may only grow."""
+    monitor = monitors("labels")
+    monitor.log({"stamp": 0.5}, step=0)
+    viewer = viewers(server.url + "/?run=labels")
+    viewer.wait_column_length("scalars:labels:stamp", "step", 1)
+    small = viewer.page.evaluate(FORMAT_JS, [0.0, 0.5, 1.0])
+    assert len({len(label) for label in small}) == 1 and len(small[0]) >= 9, small
+    wide = viewer.page.evaluate(FORMAT_JS, [1_700_000_000.0, 1_700_000_001.0, 1_700_000_002.0])
+    assert len({len(label) for label in wide}) == 1 and len(wide[0]) > len(small[0]), wide
+    assert len(set(wide)) == 3, "ticks a second apart on a timestamp still read differently"
+    again = viewer.page.evaluate(FORMAT_JS, [0.0, 0.5, 1.0])
+    assert [label.strip() for label in again] == [label.strip() for label in small]
+    assert {len(label) for label in again} == {len(wide[0])}, "the axis does not narrow again"

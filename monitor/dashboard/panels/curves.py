@@ -40,16 +40,20 @@ EMPTY_TEXT = (
     "or add <code>MonitorCallback</code> to <code>model.fit(callbacks=[...])</code>."
 )
 Y_LABEL_CHARS = 9
-"""Every y tick label is padded to this many characters of a monospace font (see ``steady_y_labels``)."""
+"""Every y tick label is padded to at least this many characters of a monospace font (see ``steady_y_labels``)."""
 _Y_LABELS_JS = """
-const step = ticks.length > 1 ? Math.abs(ticks[1] - ticks[0]) : (Math.abs(tick) || 1);
-const big = Math.max(...ticks.map(Math.abs));
-let text;
-if (tick === 0) text = "0";
-else if (big >= 1e5 || step < 1e-3)
-  text = tick.toExponential(Math.max(0, Math.min(9, Math.ceil(Math.log10(big / step)))));
-else text = tick.toFixed(Math.max(0, Math.min(6, -Math.floor(Math.log10(step)))));
-return text.padStart(width);
+const label = (value) => {
+  const step = ticks.length > 1 ? Math.abs(ticks[1] - ticks[0]) : (Math.abs(value) || 1);
+  const big = Math.max(...ticks.map(Math.abs));
+  if (value === 0) return "0";
+  if (big >= 1e5 || step < 1e-3)
+    return value.toExponential(Math.max(0, Math.min(9, Math.ceil(Math.log10(big / step)))));
+  return value.toFixed(Math.max(0, Math.min(6, -Math.floor(Math.log10(step)))));
+};
+const widest = (window.__labscreenYLabelWidths ??= new Map());
+const chars = Math.max(width, widest.get(key) ?? 0, ...ticks.map((t) => label(t).length));
+widest.set(key, chars);
+return label(tick).padStart(chars);
 """
 _TOOLTIPS = [("series", "$name"), ("step", "@step{0,0}"), ("value", "@value{0.[0000]}"), ("time", "@wall{%F %T}")]
 
@@ -268,16 +272,19 @@ class CurvesPanel(Panel):
 
 
 def steady_y_labels(fig: figure) -> None:
-    """Give ``fig``'s linear y axis tick labels of one fixed width.
+    """Give ``fig``'s linear y axis tick labels a width that changes rarely, and only grows.
 
-    BokehJS lays a plot out again whenever an axis changes size, and a y
-    axis changes width whenever its widest tick label does: as a curve's
-    range grows, nearly every repaint of a live chart also re-measured and
-    re-laid out the page around it (a quarter of the page's time at 1,000
-    points/s). Labels of ``Y_LABEL_CHARS`` monospace characters keep the
-    width, and the layout, still.
+    BokehJS lays a plot out again whenever an axis changes size (and with
+    it the grid of charts around it), and a y axis changes width whenever
+    its widest tick label does: as a curve's range grows, nearly every
+    repaint of a live chart also re-measured and re-laid out the page around
+    it (a quarter of the page's time at 1,000 points/s). Labels are padded
+    to at least ``Y_LABEL_CHARS`` monospace characters, and to the widest
+    label this chart (by name, in this page) has shown: values needing more
+    digits (a timestamp, a large counter with small steps) widen the axis a
+    few times as the range settles, instead of on every other repaint.
     """
-    fig.yaxis.formatter = CustomJSTickFormatter(args={"width": Y_LABEL_CHARS}, code=_Y_LABELS_JS)
+    fig.yaxis.formatter = CustomJSTickFormatter(args={"width": Y_LABEL_CHARS, "key": fig.name}, code=_Y_LABELS_JS)
     fig.yaxis.major_label_text_font = "monospace"
 
 
