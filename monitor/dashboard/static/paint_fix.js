@@ -86,7 +86,8 @@
   const paint_some = () => {
     frame = 0;
     const start = performance.now();
-    for (const [view, done] of waiting) {
+    for (const view of Array.from(waiting.keys())) { // asked during this frame: the next frame
+      const done = waiting.get(view);
       waiting.delete(view);
       try {
         if (!view.is_destroyed) view.repaint();
