@@ -100,7 +100,8 @@ class _InliningSerializer(Serializer):
     """
 
     def _encode_bytes(self, obj: bytes | memoryview) -> BytesRep:
-        if len(obj) > INLINE_BYTES:
+        size = obj.nbytes if isinstance(obj, memoryview) else len(obj)  # len() of a memoryview counts items
+        if size > INLINE_BYTES:
             return super()._encode_bytes(obj)
         return BytesRep(type="bytes", data=Buffer(make_id(), obj).to_base64())
 

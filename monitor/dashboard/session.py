@@ -189,8 +189,11 @@ class DashboardSession:
         # now, where the seam trims them, or they would be drawn after the history as duplicates.
         undrawn = self.feed.take()
         if undrawn:
-            with self.patches.batched():
-                self._draw(undrawn)
+            try:
+                with self.patches.batched():
+                    self._draw(undrawn)
+            except Exception:  # as in the feed's own flush: log, and let the history still be drawn
+                log.exception("dashboard session failed to draw %d live messages before a history", len(undrawn))
         pending = self._late.get(panel) if panel is not None else self._loading
         buffered = pending.pop(run, []) if pending is not None else []
         if panel is not None and not pending:

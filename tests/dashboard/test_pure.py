@@ -15,6 +15,7 @@ from monitor.dashboard.feed import Feed
 from monitor.dashboard.grouping import group_metrics, is_validation
 from monitor.dashboard.history import RunHistory, after_history
 from monitor.dashboard.panels.curves import FLAT_SPAN, ROLLOVER, CurvesPanel
+from monitor.dashboard.patches import INLINE_BYTES, _InliningSerializer
 from monitor.dashboard.percentiles import histogram_percentiles, resample_counts
 from monitor.dashboard.smoothing import ema
 from monitor.dashboard.theme import look_for
@@ -167,3 +168,14 @@ def test_a_line_flat_since_its_varied_points_rolled_off_gets_a_span_around_its_v
     flat = Scalars("r", 2, ("learning_rate",), steps, np.zeros(n), np.zeros(n, dtype=np.int64), np.full(n, 0.001))
     panel.update(Batch.of([flat]))
     assert y_range.default_span == pytest.approx(FLAT_SPAN * 0.001)  # the warm-up rolled off
+
+
+def test_patches_inline_small_arrays_and_send_large_ones_as_buffers() -> None:
+    """Arrays up to ``INLINE_BYTES`` (bytes, not items) go inside the message; larger ones as binary frames."""
+    serializer = _InliningSerializer()
+    small = serializer.encode(np.arange(100.0))
+    large = serializer.encode(np.arange(INLINE_BYTES // 8 + 1, dtype=np.float64))
+    image = serializer.encode(np.zeros((50, 400)))  # 2-D: 160 KB over only 50 rows
+    assert isinstance(small["array"]["data"], str)
+    assert not isinstance(large["array"]["data"], str) and not isinstance(image["array"]["data"], str)
+    assert len(serializer.buffers) == 2

@@ -84,7 +84,7 @@
   let rest = 0;
   const request = () => { rest = 0; frame = requestAnimationFrame(paint_some); };
   const paint_some = () => {
-    frame = 0;
+    // frame stays set while painting: a plot asking to paint meanwhile (a range fit does) waits its turn
     const start = performance.now();
     for (const view of Array.from(waiting.keys())) { // asked during this frame: the next frame
       const done = waiting.get(view);
@@ -98,6 +98,7 @@
       if (performance.now() - start >= PAINT_BUDGET_MS) break;
     }
     const spent = performance.now() - start;
+    frame = 0;
     if (waiting.size > 0) rest = setTimeout(request, spent * REST_PER_PAINT);
   };
   replace(canvas && canvas.PlotView && canvas.PlotView.prototype, "schedule_paint", () =>
@@ -120,11 +121,23 @@
 
   const glyphs = module("models/renderers/glyph_renderer");
   const moved = new WeakMap(); // GlyphRendererView -> when its element was last moved
+  const trailing = new WeakSet(); // views with a catch-up move planned
   replace(glyphs && glyphs.GlyphRendererView && glyphs.GlyphRendererView.prototype, "update_position", (update) =>
     function () {
       const now = performance.now();
       const last = moved.get(this);
-      if (last !== undefined && now - last < STYLE_MS) return;
+      if (last !== undefined && now - last < STYLE_MS) {
+        if (!trailing.has(this)) { // a chart that stops repainting still ends up where it was last drawn
+          trailing.add(this);
+          setTimeout(() => {
+            trailing.delete(this);
+            if (this.is_destroyed) return;
+            moved.set(this, performance.now());
+            update.call(this);
+          }, STYLE_MS - (now - last));
+        }
+        return;
+      }
       moved.set(this, now);
       update.call(this);
     });
