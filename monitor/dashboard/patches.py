@@ -95,8 +95,9 @@ class _InliningSerializer(Serializer):
     (a header and the bytes). A flush streaming a few points into ten
     sources, four columns each, was over a hundred frames, and the page
     handles every frame as a task of its own. Base64 inside the JSON costs a
-    third more bytes, which for a few hundred bytes is nothing; a history
-    load's large columns still go as binary frames.
+    third more bytes (Bokeh gzips it first), which for a few kilobytes is
+    nothing; arrays over ``INLINE_BYTES`` (a line re-sent whole, a heatmap
+    image) still go as binary frames.
     """
 
     def _encode_bytes(self, obj: bytes | memoryview) -> BytesRep:
