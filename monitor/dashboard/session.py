@@ -188,24 +188,24 @@ class DashboardSession:
         # feed may still hold some (rationed, or paced to a busy page): they go to the held buffers
         # now, where the seam trims them, or they would be drawn after the history as duplicates.
         undrawn = self.feed.take()
-        if undrawn:
-            try:
-                with self.patches.batched():
-                    self._draw(undrawn)
-            except Exception:  # as in the feed's own flush: log, and let the history still be drawn
-                log.exception("dashboard session failed to draw %d live messages before a history", len(undrawn))
-        pending = self._late.get(panel) if panel is not None else self._loading
-        buffered = pending.pop(run, []) if pending is not None else []
-        if panel is not None and not pending:
-            self._late.pop(panel, None)
-        try:
-            history = future.result()
-        except Exception:
-            log.exception("could not load the history of run %s; showing its live data only", run)
-            history = None
         with self.patches.batched():
-            for target in [panel] if panel is not None else self.panels.all():
-                if history is not None:
+            if undrawn:
+                try:
+                    self._draw(undrawn)
+                except Exception:  # as in the feed's own flush: log, and let the history still be drawn
+                    log.exception("dashboard session failed to draw %d live messages before a history", len(undrawn))
+            pending = self._late.get(panel) if panel is not None else self._loading
+            buffered = pending.pop(run, []) if pending is not None else []
+            if panel is not None and not pending:
+                self._late.pop(panel, None)
+            try:
+                history: RunHistory | None = future.result()
+            except Exception:
+                log.exception("could not load the history of run %s; showing its live data only", run)
+                history = None
+            targets = [panel] if panel is not None else self.panels.all()
+            if history is not None:
+                for target in targets:
                     target.load(history)
             live = after_history(buffered, history) if history is not None else buffered
             if panel is None:
