@@ -111,6 +111,14 @@ ALL_REPAINTED_JS = """(count) => {
     return (window.__painted[chart.name] ?? -1) > streamed;
   });
 }"""
+GLYPHS_CURRENT_JS = """(count) => {
+  const charts = [...Bokeh.documents[0].all_models].filter((m) => (m.name ?? '').startsWith('chart:'));
+  const lines = charts.flatMap((chart) => [...Bokeh.index.find(chart)])
+    .flatMap((plot) => [...plot.renderer_views.values()]).filter((view) => view.glyph !== undefined);
+  const current = (view) => view.glyph.data_size === view.model.data_source.get_length();
+  return lines.length >= 2 * count && lines.every(current);
+}"""
+"""Every line's glyph (what its plot paints) holds as many points as its ColumnDataSource."""
 
 
 def test_every_chart_repaints_after_its_latest_points(
@@ -127,6 +135,7 @@ def test_every_chart_repaints_after_its_latest_points(
     for name in SERIES:
         viewer.wait_column_length(f"scalars:repaints:{name}", "step", 200)
     viewer.wait(ALL_REPAINTED_JS, len(SERIES))
+    viewer.wait(GLYPHS_CURRENT_JS, len(SERIES))  # brought up to date when their plot paints (paint_fix.js)
 
 
 def test_fitted_ranges_stay_in_the_page(
