@@ -4,6 +4,7 @@
 the same event loop as ingest. Query arguments: ``kiosk=1`` (or ``0``) for
 the lab-screen view, ``theme=dark|light``, ``run=<id>`` (repeatable) for the
 runs to show first, ``tab=<title>`` (e.g. ``weights``) for the tab to open.
+Making it also makes Bokeh remember its property defaults (``monitor.dashboard.defaults``).
 Beyond ``max_viewers`` open sessions a tab gets the viewer-limit page (``monitor.dashboard.seats``) instead.
 """
 
@@ -20,6 +21,7 @@ from bokeh.document import Document
 from bokeh.server.contexts import BokehSessionContext
 
 from monitor.dashboard.context import DashboardContext
+from monitor.dashboard.defaults import remember_defaults
 from monitor.dashboard.directory import RunDirectory
 from monitor.dashboard.layout import PanelSet
 from monitor.dashboard.seats import Seat, Seats, limit_page
@@ -55,6 +57,7 @@ def make_dashboard(context: DashboardContext) -> Application:
         An application to mount (e.g. ``BokehTornado({"/": app}, ...)``);
         it must run on the event loop that calls ``context.hub.publish``.
     """
+    remember_defaults()
     directory = RunDirectory(context)
     seats = Seats(context.max_viewers, partial(_count_refusal, context))
     build = partial(_build, context, directory, seats)
