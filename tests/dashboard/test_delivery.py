@@ -138,6 +138,32 @@ def test_every_chart_repaints_after_its_latest_points(
     viewer.wait(GLYPHS_CURRENT_JS, len(SERIES))  # brought up to date when their plot paints (paint_fix.js)
 
 
+READY_SETTLES_JS = """async () => {
+  const ready = Promise.all(Bokeh.index.roots.map((view) => view.ready)).then(() => true);
+  return await Promise.race([ready, new Promise((resolve) => setTimeout(() => resolve(false), 2000))]);
+}"""
+"""Whether every root view's ``ready`` promise settles (it resolves in microtasks unless a paint is chained in)."""
+
+
+def test_a_paint_still_to_come_does_not_hold_the_views_ready_promise(
+    server: ServerThread, viewers: Callable[..., Viewer], monitors: Callable[..., Monitor]
+) -> None:
+    """Each link of a root view's ``ready`` chain waited for the latest paint asked of its plot.
+
+    With a steady stream a paint is always to come, so the chain grew for as long as data came: the
+    page's heap climbed until the stream stopped (``paint_fix.js``). Here no paint ever runs again.
+    """
+    monitor = monitors("ready")
+    monitor.log({"loss": 1.0}, step=0)
+    viewer = viewers(server.url + "/?run=ready")
+    viewer.wait_column_length("scalars:ready:loss", "step", 1)
+    assert viewer.page.evaluate(READY_SETTLES_JS)
+    viewer.page.evaluate("() => { window.requestAnimationFrame = () => 1; }")  # no frame is ever painted again
+    monitor.log({"loss": 0.5}, step=1)
+    viewer.wait_column_length("scalars:ready:loss", "step", 2)
+    assert viewer.page.evaluate(READY_SETTLES_JS)
+
+
 def test_fitted_ranges_stay_in_the_page(
     server: ServerThread, viewers: Callable[..., Viewer], monitors: Callable[..., Monitor]
 ) -> None:
