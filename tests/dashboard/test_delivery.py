@@ -151,17 +151,76 @@ def test_a_paint_still_to_come_does_not_hold_the_views_ready_promise(
     """Each link of a root view's ``ready`` chain waited for the latest paint asked of its plot.
 
     With a steady stream a paint is always to come, so the chain grew for as long as data came: the
-    page's heap climbed until the stream stopped (``paint_fix.js``). Here no paint ever runs again.
+    page's heap climbed until the stream stopped (``paint_fix.js``). Here a paint is held back for good.
     """
     monitor = monitors("ready")
     monitor.log({"loss": 1.0}, step=0)
-    viewer = viewers(server.url + "/?run=ready")
+    viewer = viewers(server.url + "/?run=ready", init_scripts=(FRAMES_JS,))
     viewer.wait_column_length("scalars:ready:loss", "step", 1)
     assert viewer.page.evaluate(READY_SETTLES_JS)
-    viewer.page.evaluate("() => { window.requestAnimationFrame = () => 1; }")  # no frame is ever painted again
-    monitor.log({"loss": 0.5}, step=1)
-    viewer.wait_column_length("scalars:ready:loss", "step", 2)
+    viewer.page.evaluate("() => { window.__frames.on = false; }")
+    step = 0
+    while not viewer.page.evaluate("() => window.__frames.asked > 0"):  # a paint is queued and held back
+        assert step < 2, "no paint was asked for while frames were held (the page answers two flushes)"
+        step += 1
+        monitor.log({"loss": 1.0 / (step + 1)}, step=step)
+        viewer.wait_column_length("scalars:ready:loss", "step", step + 1)
     assert viewer.page.evaluate(READY_SETTLES_JS)
+
+
+FRAMES_JS = """(() => {
+  const raf = window.requestAnimationFrame.bind(window);
+  window.__frames = { on: true, held: [], asked: 0 };
+  window.requestAnimationFrame = (callback) => {
+    if (window.__frames.on) return raf(callback);
+    window.__frames.asked += 1;
+    window.__frames.held.push(callback);
+    return 1;
+  };
+  window.__release_frames = () => {
+    window.__frames.on = true;
+    for (const callback of window.__frames.held.splice(0)) callback(performance.now());
+  };
+  window.__drawn = {};
+  const hook = () => {
+    if (window.Bokeh === undefined) { setTimeout(hook, 1); return; }
+    const proto = Bokeh.require('models/renderers/glyph_renderer').GlyphRendererView.prototype;
+    const paint = proto.paint;
+    proto.paint = function (...args) {
+      window.__drawn[this.model.id] = this.glyph.data_size;
+      return paint.apply(this, args);
+    };
+  };
+  hook();
+})();"""
+"""Animation frames the test can hold back and release, and how many points each line was last drawn with."""
+LINES_DRAWN_JS = """(name) =>
+  __find(name).renderers.every((r) => window.__drawn[r.id] === r.data_source.get_length())"""
+
+
+def test_a_chart_painted_directly_before_its_turn_still_draws_its_newest_points(
+    server: ServerThread, viewers: Callable[..., Viewer], monitors: Callable[..., Monitor]
+) -> None:
+    """BokehJS paints a plot directly after a layout; one landing between a stream and the paint queued
+    for it drew the old points and cleared what the stream invalidated, so the queued paint, after
+    bringing the lines up to date, redrew nothing (``paint_fix.js``) until a range changed."""
+    monitor = monitors("direct")
+    for step in range(11):
+        monitor.log({"loss": step / 10}, step=step)
+    viewer = viewers(server.url + "/?run=direct", init_scripts=(FRAMES_JS,))
+    viewer.wait_column_length("scalars:direct:loss", "step", 11)
+    viewer.wait(LINES_DRAWN_JS, "chart:loss")
+    viewer.page.evaluate("() => { window.__frames.on = false; }")
+    length = 11
+    while not viewer.page.evaluate("() => window.__frames.asked > 0"):  # a paint is queued and held back
+        assert length < 13, "no paint was asked for while frames were held (the page answers two flushes)"
+        monitor.log({"loss": 0.5}, step=5)  # inside the chart's ranges: no range change repaints it
+        length += 1
+        viewer.wait_column_length("scalars:direct:loss", "step", length)
+    assert not viewer.page.evaluate(LINES_DRAWN_JS, "chart:loss")
+    viewer.page.evaluate("() => [...Bokeh.index.find(__find('chart:loss'))][0].paint()")  # as after a layout
+    viewer.page.evaluate("() => window.__release_frames()")
+    viewer.wait(LINES_DRAWN_JS, "chart:loss")
 
 
 def test_fitted_ranges_stay_in_the_page(

@@ -105,30 +105,51 @@
   let rest = 0;
   const request = () => { rest = 0; frame = requestAnimationFrame(paint_some); };
   const stale = new WeakMap(); // PlotView -> its GlyphRendererViews whose glyphs lag their source (change 6)
-  const refresh = async (plot) => {
-    const renderers = stale.get(plot);
-    if (renderers === undefined) return;
-    stale.delete(plot);
+  const rethrow = (error) => setTimeout(() => { throw error; });
+  const bring_up_to_date = async (plot, renderers) => {
     for (const renderer of renderers) {
-      if (!renderer.is_destroyed) await renderer.set_data(); // only microtasks: still this frame
+      if (renderer.is_destroyed) continue;
+      try {
+        await renderer.set_data();
+        // A paint BokehJS made directly (after a layout) since the stream drew the old glyphs and
+        // cleared what the stream invalidated: without this the plot's layer would not be redrawn.
+        plot.invalidate_painters(renderer);
+      } catch (error) {
+        rethrow(error); // as BokehJS's own update would; the plot's other lines still go on
+      }
     }
+  };
+  const refresh = (plot) => { // resolves once the plot's lines are up to date, or the task is over
+    const renderers = stale.get(plot);
+    if (renderers === undefined) return undefined;
+    stale.delete(plot);
+    const done = bring_up_to_date(plot, renderers).then(() => true);
+    // The dashboard's glyphs take only microtasks, so this frame; one that waits longer (an image
+    // to load) must not hold the paint loop: the plot paints now and again once it is done.
+    const later = new Promise((resolve) => setTimeout(() => resolve(false)));
+    return Promise.race([done, later]).then((in_time) => {
+      if (!in_time) done.then(() => { if (!plot.is_destroyed) plot.request_paint(); });
+    });
   };
   const paint_some = async () => {
     // frame stays set while painting: a plot asking to paint meanwhile (a range fit does) waits its turn
     const start = performance.now();
-    for (const view of Array.from(waiting)) { // asked during this frame: the next frame
-      waiting.delete(view);
-      try {
-        await refresh(view);
-        if (!view.is_destroyed) view.repaint();
-      } catch (error) {
-        setTimeout(() => { throw error; });
+    try {
+      for (const view of Array.from(waiting)) { // asked during this frame: the next frame
+        waiting.delete(view);
+        try {
+          await refresh(view);
+          if (!view.is_destroyed) view.repaint();
+        } catch (error) {
+          rethrow(error);
+        }
+        if (performance.now() - start >= PAINT_BUDGET_MS) break;
       }
-      if (performance.now() - start >= PAINT_BUDGET_MS) break;
+    } finally {
+      const spent = performance.now() - start;
+      frame = 0;
+      if (waiting.size > 0) rest = setTimeout(request, spent * REST_PER_PAINT);
     }
-    const spent = performance.now() - start;
-    frame = 0;
-    if (waiting.size > 0) rest = setTimeout(request, spent * REST_PER_PAINT);
   };
   replace(canvas && canvas.PlotView && canvas.PlotView.prototype, "schedule_paint", () =>
     function () {
@@ -211,7 +232,10 @@
     });
     const sorted = (search) =>
       function (...args) {
-        if (unsorted.delete(this)) sort.call(this);
+        if (unsorted.has(this)) {
+          sort.call(this);
+          unsorted.delete(this); // not before: if the sort throws, the next search sorts again
+        }
         return search.apply(this, args);
       };
     replace(index, "indices", sorted);
