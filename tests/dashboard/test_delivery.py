@@ -145,6 +145,19 @@ READY_SETTLES_JS = """async () => {
 """Whether every root view's ``ready`` promise settles (it resolves in microtasks unless a paint is chained in)."""
 
 
+def hold_back_a_paint(viewer: Viewer, source: str, length: int, log: Callable[[int], None]) -> None:
+    """Hold the page's animation frames back (``FRAMES_JS``), then ``log(i)`` one point at a time into
+    ``source`` (``length`` points so far) until the page has asked for a frame: a paint is then queued
+    and held back for good. The page answers at most two flushes before the server holds its feed."""
+    viewer.page.evaluate("() => { window.__frames.on = false; }")
+    for i in range(3):
+        if viewer.page.evaluate("() => window.__frames.asked > 0"):
+            return
+        assert i < 2, "no paint was asked for while frames were held (the page answers two flushes)"
+        log(i)
+        viewer.wait_column_length(source, "step", length + i + 1)
+
+
 def test_a_paint_still_to_come_does_not_hold_the_views_ready_promise(
     server: ServerThread, viewers: Callable[..., Viewer], monitors: Callable[..., Monitor]
 ) -> None:
@@ -158,13 +171,7 @@ def test_a_paint_still_to_come_does_not_hold_the_views_ready_promise(
     viewer = viewers(server.url + "/?run=ready", init_scripts=(FRAMES_JS,))
     viewer.wait_column_length("scalars:ready:loss", "step", 1)
     assert viewer.page.evaluate(READY_SETTLES_JS)
-    viewer.page.evaluate("() => { window.__frames.on = false; }")
-    step = 0
-    while not viewer.page.evaluate("() => window.__frames.asked > 0"):  # a paint is queued and held back
-        assert step < 2, "no paint was asked for while frames were held (the page answers two flushes)"
-        step += 1
-        monitor.log({"loss": 1.0 / (step + 1)}, step=step)
-        viewer.wait_column_length("scalars:ready:loss", "step", step + 1)
+    hold_back_a_paint(viewer, "scalars:ready:loss", 1, lambda i: monitor.log({"loss": 1.0 / (i + 2)}, step=i + 1))
     assert viewer.page.evaluate(READY_SETTLES_JS)
 
 
@@ -210,13 +217,8 @@ def test_a_chart_painted_directly_before_its_turn_still_draws_its_newest_points(
     viewer = viewers(server.url + "/?run=direct", init_scripts=(FRAMES_JS,))
     viewer.wait_column_length("scalars:direct:loss", "step", 11)
     viewer.wait(LINES_DRAWN_JS, "chart:loss")
-    viewer.page.evaluate("() => { window.__frames.on = false; }")
-    length = 11
-    while not viewer.page.evaluate("() => window.__frames.asked > 0"):  # a paint is queued and held back
-        assert length < 13, "no paint was asked for while frames were held (the page answers two flushes)"
-        monitor.log({"loss": 0.5}, step=5)  # inside the chart's ranges: no range change repaints it
-        length += 1
-        viewer.wait_column_length("scalars:direct:loss", "step", length)
+    # inside the chart's ranges: no range change repaints it
+    hold_back_a_paint(viewer, "scalars:direct:loss", 11, lambda _i: monitor.log({"loss": 0.5}, step=5))
     assert not viewer.page.evaluate(LINES_DRAWN_JS, "chart:loss")
     viewer.page.evaluate("() => [...Bokeh.index.find(__find('chart:loss'))][0].paint()")  # as after a layout
     viewer.page.evaluate("() => window.__release_frames()")
