@@ -9,6 +9,11 @@ The link reconnects with exponential backoff and jitter, and after every
 ``welcome`` resends what the server does not have, oldest first. A
 ``Ledger`` keeps the books that become the ``DeliveryReport``.
 
+Dropped frames are told to the run as ``warning`` events: on every
+``welcome``, at most every ``DROP_ANNOUNCE_INTERVAL`` s while connected, and
+once more on closing when the server has everything, so with the server
+reachable at the end the announcements add up to the report's ``dropped``.
+
 Hand-over bound: the deque holds at most ``MAX_QUEUED_ITEMS``; a caller
 that outruns the loop by more than that (a tight loop logging while the
 spool churns) has its oldest calls discarded, counted as ``discarded`` in
@@ -51,6 +56,8 @@ _MAX_INFLIGHT_BYTES = 8 * 1024 * 1024
 _CONNECT_TIMEOUT = 5.0
 _REPLY_TIMEOUT = 10.0
 _JOIN_TIMEOUT = 2.0
+DROP_ANNOUNCE_INTERVAL = 5.0
+"""Least seconds between two announcements of frames dropped while connected."""
 
 
 class Backoff:
@@ -129,6 +136,7 @@ class Sender:
         self._final: DeliveryReport | None = None
         self._cursor, self._highest_sent, self._sent = 1, 0, 0
         self._announced_drops = 0
+        self._last_announce = -math.inf
         self._inflight: dict[int, int] = {}
         self._inflight_bytes = 0
         self._backoff = Backoff()
@@ -247,8 +255,28 @@ class Sender:
         self._check_settled()
 
     def _check_settled(self) -> None:
-        if self._closing and not self._queue and self._ledger.outstanding == 0:
+        if not (self._closing and not self._queue and self._ledger.outstanding == 0):
+            return
+        # Nothing is held now, so this last announcement cannot push a frame out.
+        if not self._announce_drops("because the buffer was full"):
             self._settled.set()
+
+    def _announce_drops(self, reason: str) -> bool:
+        """Queue an event saying how many frames were dropped since the last one; False if none were.
+
+        The event goes to the run like any other frame, so the dashboard's
+        events strip shows the loss; it is itself a frame, and may push out
+        another while the buffer is full: that one is counted in the next
+        announcement (at the latest the one made on closing).
+        """
+        dropped = self._ledger.dropped - self._announced_drops
+        if dropped <= 0:
+            return False
+        self._announced_drops += dropped
+        self._last_announce = self._loop.time()
+        text = f"labscreen dropped {dropped} frames {reason}"
+        self.submit(lambda run, seq: Event(run, seq, -1, time.time(), "warning", text))
+        return True
 
     async def _pump(self) -> None:
         last = -math.inf
@@ -396,11 +424,7 @@ class Sender:
         if self._down_warned:
             logger.info("labscreen: connected to %s; resending %d frames", self.endpoint, len(self._buffer))
         self._down_warned = False
-        dropped = self._ledger.dropped - self._announced_drops
-        if dropped:
-            self._announced_drops += dropped
-            text = f"labscreen dropped {dropped} frames while the server was unreachable"
-            self.submit(lambda run, seq: Event(run, seq, -1, time.time(), "warning", text))
+        self._announce_drops("while the server was unreachable")
 
     def _on_ack(self, seq: int) -> None:
         self._backoff.reset()
@@ -409,6 +433,8 @@ class Sender:
             # keys are in ascending order: sends go in seq order and a reconnect clears them
             self._inflight_bytes -= self._inflight.pop(next(iter(self._inflight)))
         self._progress.set()
+        if self._loop.time() - self._last_announce >= DROP_ANNOUNCE_INTERVAL:
+            self._announce_drops("because the buffer was full")
         self._check_settled()
 
     def _on_error(self, error: Error) -> None:

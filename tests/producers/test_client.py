@@ -306,6 +306,11 @@ def test_a_server_started_after_the_producer_receives_everything_through_the_spo
     assert list(spool.iterdir()) == []
 
 
+def announced_drops(texts: list[str]) -> list[int]:
+    """The counts of the producer's "labscreen dropped N frames ..." events."""
+    return [int(t.split()[2]) for t in texts if t.startswith("labscreen dropped")]
+
+
 def test_frames_dropped_while_unreachable_are_counted_and_announced(tmp_path: Path, monitors: list[Monitor]) -> None:
     port = free_port()
     monitor = Monitor(f"http://127.0.0.1:{port}", max_buffer_bytes=2_000, max_spool_bytes=0, flush_interval=0)
@@ -318,11 +323,35 @@ def test_frames_dropped_while_unreachable_are_counted_and_announced(tmp_path: Pa
         assert report.dropped > 0 and report.undelivered == 0
         assert report.frames == report.acked + report.dropped
         texts = [e.text for e in store_of(server).events(monitor.run, limit=200)]
-    (announced,) = [int(t.split()[2]) for t in texts if t.startswith("labscreen dropped")]
-    # Frames queued after the reconnect can still push out unacknowledged ones, so the
-    # announcement (made on reconnecting) may count fewer than the final report.
-    assert 0 < announced <= report.dropped
+    assert any(t.endswith("while the server was unreachable") for t in texts if t.startswith("labscreen dropped"))
+    # Frames queued after the reconnect (the announcement among them) can push out more;
+    # those are announced on closing, so together the announcements count every drop.
+    assert sum(announced_drops(texts)) == report.dropped
     assert "event 99" in texts and "event 0" not in texts
+
+
+def test_frames_dropped_while_connected_are_announced_during_the_run_and_all_counted(
+    server: ServerThread, monitors: list[Monitor]
+) -> None:
+    monitor = Monitor(server.url, max_buffer_bytes=2_000, max_spool_bytes=0, flush_interval=0)
+    monitors.append(monitor)
+    monitor.event("first")
+    wait_until(lambda: monitor.delivery().acked > 0)
+    logged = 0
+    while monitor.delivery().dropped == 0:  # the loop frames thousands at once; 2 kB holds a few
+        assert logged < 1_000_000, "nothing was dropped"
+        for _ in range(5_000):
+            monitor.event(f"event {logged}")
+            logged += 1
+        time.sleep(0.001)
+    store = store_of(server)
+    # Announced while the run goes on, not only when it finishes.
+    wait_until(lambda: announced_drops([e.text for e in store.events(monitor.run, limit=1_000_000)]) != [])
+    report = monitor.finish(timeout=60)
+    assert report.dropped > 0 and report.undelivered == 0
+    texts = [e.text for e in store.events(monitor.run, limit=1_000_000)]
+    assert sum(announced_drops(texts)) == report.dropped
+    assert "first" in texts and f"event {logged - 1}" in texts
 
 
 def test_a_caller_that_outruns_the_sender_has_its_oldest_calls_discarded_counted_and_warned(
