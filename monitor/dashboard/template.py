@@ -1,4 +1,4 @@
-"""The HTML page around the Bokeh document: page CSS, the reload watchdog, a paint fix.
+"""The HTML page around the Bokeh document: page CSS, the reload watchdog, paint and leak fixes.
 
 The watchdog (``static/watchdog.js``) listens for BokehJS's
 ``connection_lost`` document event, polls the server's health endpoint and
@@ -6,8 +6,10 @@ reloads the page when the server answers, so a lab screen recovers from a
 server restart, or from being dropped as a too-slow viewer, on its own. The
 page also declares an empty favicon so the browser makes no request that
 could fail. ``static/paint_fix.js`` changes how BokehJS paints a page that
-streams into many plots (see the script's header), and must run after
-BokehJS has loaded and before the document is rendered: the template's postamble.
+streams into many plots, and ``static/leak_fix.js`` makes BokehJS let go of
+plots and models the page no longer shows (see each script's header), with
+helpers from ``static/patching.js``; all three must run after BokehJS has
+loaded and before the document is rendered: the template's postamble.
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ _PAGE = """{% extends base %}
 {% block postamble %}
 <script>window.LABSCREEN = {{ labscreen_config }};</script>
 <script>{{ labscreen_watchdog }}</script>
+<script>{{ labscreen_patching }}</script>
 <script>{{ labscreen_paint_fix }}</script>
+<script>{{ labscreen_leak_fix }}</script>
 {% endblock %}
 """
 
@@ -59,5 +63,7 @@ def page_variables(css: str, healthz_path: str, kiosk: bool, retry_ms: int | Non
         "labscreen_css": css,
         "labscreen_config": config,
         "labscreen_watchdog": static_js("watchdog.js"),
+        "labscreen_patching": static_js("patching.js"),
         "labscreen_paint_fix": static_js("paint_fix.js"),
+        "labscreen_leak_fix": static_js("leak_fix.js"),
     }

@@ -25,7 +25,7 @@ CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
     "--disable-component-update", "--no-first-run",
 ]  # fmt: skip
-# BokehJS forgets removed models lazily (after up to 30 s without changes), so
+# BokehJS forgets removed models lazily (within 30 s, with static/leak_fix.js), so
 # ``get_model_by_name`` can find a source the server already dropped; tests
 # look models up among those reachable from the document's roots instead.
 FIND_JS = """() => {

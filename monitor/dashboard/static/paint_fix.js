@@ -56,19 +56,7 @@
   const PAINT_BUDGET_MS = 8;
   const REST_PER_PAINT = 2;
   const STYLE_MS = 1000;
-  const module = (name) => {
-    try {
-      return window.Bokeh && Bokeh.require(name);
-    } catch (error) {
-      return undefined;
-    }
-  };
-  const replace = (proto, name, make) => {
-    if (!proto || typeof proto[name] !== "function" || proto[name].__labscreen) return;
-    const replacement = make(proto[name]);
-    replacement.__labscreen = true;
-    proto[name] = replacement;
-  };
+  const { module, replace } = window.LabscreenPatching;
 
   const dom = module("core/dom");
   replace(dom && dom.InlineStyleSheet && dom.InlineStyleSheet.prototype, "_update", (update) =>

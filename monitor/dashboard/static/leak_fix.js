@@ -1,0 +1,100 @@
+// Three changes so that BokehJS 3.9 lets go of the plots and models a page no
+// longer shows. A dashboard replaces its charts on every run switch (kiosk
+// mode does so on its own for each new run), and on every y-scale or x-axis
+// toggle; without these, a lab screen following 40 runs had grown from 17 to
+// 86 MiB of JS heap and from 7,000 to 71,000 DOM nodes, and kept growing.
+//
+// 1. Remove the "resize" listener each PlotView adds to window.visualViewport.
+//    BokehJS adds it in connect_signals and never removes it, so the listener
+//    kept every plot ever built reachable: its views, canvases, DOM and
+//    models (bokeh/bokeh#15290, fixed upstream by #15298 after 3.9.2). The
+//    listeners a PlotView adds to visualViewport are noted as it connects
+//    its signals and removed when the view is removed.
+//
+// 2. Recompute the document's set of models at most RECOMPUTE_MS after a
+//    change, even while changes keep coming. BokehJS waits for 30 s without
+//    any change before it drops models no root references any more, and
+//    restarts the wait on every change, so on a page that streams it never
+//    dropped one (bokeh/bokeh#15289, fixed upstream by #15291 after 3.9.2).
+//    A recompute already scheduled is now left to run.
+//
+// 3. Destroy a MultiChoice's choices.js widget before the view renders a new
+//    one. BokehJS renders the widget again whenever its options or value
+//    change from the server (the run picker: on every run switch and every
+//    new run), and each choices.js instance listens on the page's <html>
+//    element until destroyed, which BokehJS never does: every old picker
+//    stayed reachable with its DOM. Also destroyed when the view is removed.
+//
+// Each change is skipped if the BokehJS on the page lacks what it replaces.
+(() => {
+  "use strict";
+  const RECOMPUTE_MS = 30000;
+  const { module, replace } = window.LabscreenPatching;
+
+  const canvas = module("models/plots/plot_canvas");
+  const plot = canvas && canvas.PlotView && canvas.PlotView.prototype;
+  const viewport = window.visualViewport;
+  if (plot && viewport && typeof plot.connect_signals === "function" && typeof plot.remove === "function") {
+    const added = new WeakMap(); // PlotView -> [type, listener, options] it added to visualViewport
+    replace(plot, "connect_signals", (connect) =>
+      function (...args) {
+        const listeners = [];
+        viewport.addEventListener = function (type, listener, options) {
+          listeners.push([type, listener, options]);
+          return EventTarget.prototype.addEventListener.call(this, type, listener, options);
+        };
+        try {
+          return connect.apply(this, args);
+        } finally {
+          delete viewport.addEventListener; // the prototype's again
+          if (listeners.length > 0) added.set(this, listeners);
+        }
+      });
+    replace(plot, "remove", (remove) =>
+      function (...args) {
+        for (const [type, listener, options] of added.get(this) ?? []) {
+          viewport.removeEventListener(type, listener, options);
+        }
+        added.delete(this);
+        return remove.apply(this, args);
+      });
+  }
+
+  const multi = module("models/widgets/multi_choice");
+  const picker = multi && multi.MultiChoiceView && multi.MultiChoiceView.prototype;
+  const destroy = (view) => {
+    const widget = view.choice_el;
+    if (!widget || typeof widget.destroy !== "function") return;
+    view.choice_el = undefined;
+    try {
+      widget.destroy();
+    } catch (error) {
+      setTimeout(() => { throw error; }); // reported, and the view still renders
+    }
+  };
+  if (picker && typeof picker.render === "function" && typeof picker.remove === "function") {
+    replace(picker, "render", (render) =>
+      function (...args) {
+        destroy(this);
+        return render.apply(this, args);
+      });
+    replace(picker, "remove", (remove) =>
+      function (...args) {
+        destroy(this);
+        return remove.apply(this, args);
+      });
+  }
+
+  const documents = module("document/document");
+  const doc = documents && documents.Document && documents.Document.prototype;
+  if (doc && typeof doc._recompute_all_models === "function") {
+    replace(doc, "_schedule_recompute_all_models", (schedule) =>
+      function (...args) {
+        const timeout = this._recompute_timeout;
+        if (!(timeout > 0) || !isFinite(timeout) || !("_recompute_timer" in this)) return schedule.apply(this, args);
+        if (this._recompute_timer != null) return undefined; // one is due within RECOMPUTE_MS already
+        this._recompute_timer = setTimeout(() => this._recompute_all_models(), Math.min(timeout, RECOMPUTE_MS));
+        return undefined;
+      });
+  }
+})();
