@@ -137,6 +137,8 @@ class Sender:
         self._cursor, self._highest_sent, self._sent = 1, 0, 0
         self._announced_drops = 0
         self._last_announce = -math.inf
+        self._closing_announced = False
+        self._linked = False
         self._inflight: dict[int, int] = {}
         self._inflight_bytes = 0
         self._backoff = Backoff()
@@ -257,17 +259,24 @@ class Sender:
     def _check_settled(self) -> None:
         if not (self._closing and not self._queue and self._ledger.outstanding == 0):
             return
-        # Nothing is held now, so this last announcement cannot push a frame out.
+        # Nothing is held now, so this last announcement cannot push a frame out; made once, and
+        # only over a live link (a buffer too small for it drops it, and no server would take it).
+        if self._closing_announced or not self._linked:
+            self._settled.set()
+            return
+        self._closing_announced = True
         if not self._announce_drops("because the buffer was full"):
             self._settled.set()
 
     def _announce_drops(self, reason: str) -> bool:
-        """Queue an event saying how many frames were dropped since the last one; False if none were.
+        """Frame an event saying how many frames were dropped since the last one; False if none were.
 
         The event goes to the run like any other frame, so the dashboard's
         events strip shows the loss; it is itself a frame, and may push out
         another while the buffer is full: that one is counted in the next
-        announcement (at the latest the one made on closing).
+        announcement (at the latest the one made on closing). Framed here on
+        the loop, not queued with the caller's items, so it never takes a
+        caller's place in the queue nor loses its own there.
         """
         dropped = self._ledger.dropped - self._announced_drops
         if dropped <= 0:
@@ -275,7 +284,8 @@ class Sender:
         self._announced_drops += dropped
         self._last_announce = self._loop.time()
         text = f"labscreen dropped {dropped} frames {reason}"
-        self.submit(lambda run, seq: Event(run, seq, -1, time.time(), "warning", text))
+        self._add(lambda run, seq: Event(run, seq, -1, time.time(), "warning", text))
+        self._progress.set()
         return True
 
     async def _pump(self) -> None:
@@ -343,6 +353,7 @@ class Sender:
             self._on_welcome(await asyncio.wait_for(self._welcome(ws), _REPLY_TIMEOUT))
             await self._serve(ws)
         finally:
+            self._linked = False
             ws.close(1000)
             self._untrack(lambda sent: True)
 
@@ -420,7 +431,7 @@ class Sender:
     def _on_welcome(self, welcome: Welcome) -> None:
         self._ledger.acknowledge(welcome.last_seq)
         self._cursor = max(welcome.last_seq + 1, self._buffer.first_seq)
-        self.connected_once = True
+        self.connected_once = self._linked = True
         if self._down_warned:
             logger.info("labscreen: connected to %s; resending %d frames", self.endpoint, len(self._buffer))
         self._down_warned = False

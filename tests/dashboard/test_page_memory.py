@@ -12,6 +12,7 @@ protocol and its document's model set, and fail on BokehJS without the fixes.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -38,6 +39,10 @@ SHORT_RECOMPUTE_JS = """() => {
   const doc = Bokeh.documents[0];
   doc._recompute_timeout = 300;
   doc._cancel_recompute_all_models();  // one scheduled with the 30 s timeout
+  doc._schedule_recompute_all_models();
+  const first = doc._recompute_timer;
+  doc._schedule_recompute_all_models();  // as each change does: a debounce would start again
+  return first !== null && doc._recompute_timer === first;
 }"""
 
 
@@ -95,10 +100,15 @@ def test_switching_runs_leaves_no_old_plot_or_picker_listening_on_the_page(
         previous = start_run(monitors, name)  # kiosk mode follows the newest running run
         viewer.wait_text("header-run", name)
         viewer.wait_column_length(f"scalars:{name}:loss", "step", 1)
-    plots = viewer.page.evaluate(LIVE_PLOTS_JS)
+    # Each live PlotView listens for the viewport's resizes; a replaced one must not. Views are
+    # built asynchronously, so a plot reachable in the document may not have its view yet.
+    deadline = time.monotonic() + 20
+    while (resize := listeners(viewer, "window.visualViewport").get("resize", 0)) != (
+        plots := viewer.page.evaluate(LIVE_PLOTS_JS)
+    ):
+        assert time.monotonic() < deadline, f"{resize} viewport listeners for {plots} live plots"
+        viewer.page.wait_for_timeout(50)
     assert plots >= 2  # the curves, and the kiosk's other panels
-    # Each live PlotView listens for the viewport's resizes; a replaced one must not.
-    assert listeners(viewer, "window.visualViewport").get("resize", 0) == plots
     # choices.js listens on <html> while a picker is alive; old pickers must stop.
     assert listeners(viewer, "document.documentElement") == page_listeners
 
@@ -113,7 +123,7 @@ def test_models_the_server_dropped_are_forgotten_while_data_keeps_streaming(
     before.finish()
     # BokehJS forgets unreachable models after its recompute timeout (30 s, too long for a
     # test): with 0.3 s, a stream flushing every 50 ms restarted BokehJS's own wait forever.
-    viewer.page.evaluate(SHORT_RECOMPUTE_JS)
+    assert viewer.page.evaluate(SHORT_RECOMPUTE_JS), "a change put off the recompute already scheduled"
     live = start_run(monitors, "live")
     streaming(live)
     viewer.wait_text("header-run", "live")

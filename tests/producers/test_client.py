@@ -354,6 +354,17 @@ def test_frames_dropped_while_connected_are_announced_during_the_run_and_all_cou
     assert "first" in texts and f"event {logged - 1}" in texts
 
 
+def test_a_buffer_too_small_for_any_frame_drops_each_once_and_finishes(
+    server: ServerThread, monitors: list[Monitor]
+) -> None:
+    monitor = Monitor(server.url, max_buffer_bytes=0, max_spool_bytes=0, flush_interval=0)
+    monitors.append(monitor)
+    monitor.event("too big for the buffer")
+    report = monitor.finish(timeout=30)
+    # Its own drop announcement is dropped too, and not announced again and again.
+    assert report.frames == report.dropped <= 3 and report.undelivered == 0
+
+
 def test_a_caller_that_outruns_the_sender_has_its_oldest_calls_discarded_counted_and_warned(
     server: ServerThread, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

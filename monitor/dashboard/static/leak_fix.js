@@ -39,14 +39,17 @@
     replace(plot, "connect_signals", (connect) =>
       function (...args) {
         const listeners = [];
+        const own = Object.getOwnPropertyDescriptor(viewport, "addEventListener"); // usually none
+        const add = viewport.addEventListener;
         viewport.addEventListener = function (type, listener, options) {
           listeners.push([type, listener, options]);
-          return EventTarget.prototype.addEventListener.call(this, type, listener, options);
+          return add.call(this, type, listener, options);
         };
         try {
           return connect.apply(this, args);
         } finally {
-          delete viewport.addEventListener; // the prototype's again
+          if (own) Object.defineProperty(viewport, "addEventListener", own);
+          else delete viewport.addEventListener; // the prototype's again
           if (listeners.length > 0) added.set(this, listeners);
         }
       });
