@@ -129,3 +129,35 @@ def test_models_the_server_dropped_are_forgotten_while_data_keeps_streaming(
     viewer.wait_text("header-run", "live")
     viewer.wait_column_length("scalars:live:loss", "step", 20)  # the stream goes on meanwhile
     viewer.wait(FORGOTTEN_JS, timeout=20_000)
+
+
+LIVE_CONNECTIONS_JS = """async () => {
+  const { receivers_for_sender } = Bokeh.require("core/signaling");
+  const count = () => {
+    let live = 0;
+    for (const root of Bokeh.documents[0].roots())
+      for (const model of root.references())
+        for (const connection of receivers_for_sender.get(model) ?? []) if (connection.signal != null) live++;
+    return live;
+  };
+  const frame = () => new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)));
+  let last = -1;
+  for (let now = count(); now !== last; now = count()) { last = now; await frame(); }  // views built
+  return last;
+}"""
+
+
+def test_a_tab_shown_again_leaves_its_earlier_views_unconnected(
+    viewers: Callable[..., Viewer], monitors: Callable[..., Monitor], server: Any
+) -> None:
+    monitor = start_run(monitors, "tabs")
+    monitor.histogram("dense/kernel", [0.1, 0.2, 0.3, 0.5], step=0)
+    viewer = viewers(server.url + "/?run=tabs")
+    viewer.show("Weights").wait_column_length("weights-current", "top", 1)
+    viewer.show("Training").show("Weights")
+    first = viewer.page.evaluate(LIVE_CONNECTIONS_JS)
+    for _ in range(3):
+        viewer.show("Training").show("Weights")
+    # The weights panel's models outlive its views: its charts' visuals and plots listened to
+    # them without naming the view, so each showing added listeners that kept old views alive.
+    assert viewer.page.evaluate(LIVE_CONNECTIONS_JS) == first

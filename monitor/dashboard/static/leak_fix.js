@@ -1,4 +1,4 @@
-// Three changes so that BokehJS 3.9 lets go of the plots and models a page no
+// Five changes so that BokehJS 3.9 lets go of the plots and models a page no
 // longer shows. A dashboard replaces its charts on every run switch (kiosk
 // mode does so on its own for each new run), and on every y-scale or x-axis
 // toggle; without these, a lab screen following 40 runs had grown from 17 to
@@ -25,11 +25,76 @@
 //    element until destroyed, which BokehJS never does: every old picker
 //    stayed reachable with its DOM. Also destroyed when the view is removed.
 //
+// 4. Forget a removed plot's data bounds in its DataRange1d ranges. A range
+//    keeps the extent of the data of each PlotView it fits (_plot_bounds, a
+//    Map keyed by the view) and never drops one, so a plot shown again (a tab
+//    opened again: its views are built anew for the same ranges) kept every
+//    earlier view alive, and the range kept fitting their old extents too.
+//
+// 5. Disconnect what a view connected to its model's signals without naming
+//    itself as the receiver: each visual (a line's colour and width, an
+//    axis's text...) listens to its model's properties, and a plot to its
+//    toolbar's active tool, and BokehJS disconnects only what names the view.
+//    A model that outlives its view (a tab shown again) kept every earlier
+//    view alive through these. Connections made while a view's visuals are
+//    built, or while a plot connects its signals, are noted and disconnected
+//    when the view is removed.
+//
 // Each change is skipped if the BokehJS on the page lacks what it replaces.
 (() => {
   "use strict";
   const RECOMPUTE_MS = 30000;
   const { module, replace } = window.LabscreenPatching;
+
+  const signaling = module("core/signaling");
+  const signal = signaling && signaling.Signal && signaling.Signal.prototype;
+  const views = module("core/view");
+  const view = views && views.View && views.View.prototype;
+  const anonymous = new WeakMap(); // View -> [Signal, slot] it connected without naming itself (change 5)
+  // Runs `make` and notes, for `owner`, each connection made meanwhile without a receiver.
+  const noting = (owner, make) => {
+    if (!signal || !view || typeof signal.connect !== "function" || typeof signal.disconnect !== "function") {
+      return make();
+    }
+    const connect = signal.connect;
+    const noted = anonymous.get(owner) ?? [];
+    signal.connect = function (slot, context = null) {
+      const connected = connect.call(this, slot, context);
+      if (connected && context == null) noted.push([this, slot]);
+      return connected;
+    };
+    try {
+      return make();
+    } finally {
+      signal.connect = connect;
+      if (noted.length > 0) anonymous.set(owner, noted);
+    }
+  };
+  if (view && typeof view.remove === "function") {
+    replace(view, "remove", (remove) =>
+      function (...args) {
+        for (const [sender, slot] of anonymous.get(this) ?? []) sender.disconnect(slot);
+        anonymous.delete(this);
+        return remove.apply(this, args);
+      });
+  }
+  const visuals = module("core/visuals");
+  const Visuals = visuals && visuals.Visuals;
+  if (typeof Visuals === "function" && !Visuals.__labscreen) {
+    const Noted = class extends Visuals {
+      constructor(owner, ...rest) {
+        let made;
+        noting(owner, () => { made = super(owner, ...rest); });
+        return made;
+      }
+    };
+    Noted.__labscreen = true;
+    try {
+      visuals.Visuals = Noted;
+    } catch (error) {
+      // a read-only export: change 5 covers plots' own connections only
+    }
+  }
 
   const canvas = module("models/plots/plot_canvas");
   const plot = canvas && canvas.PlotView && canvas.PlotView.prototype;
@@ -46,7 +111,7 @@
           return add.call(this, type, listener, options);
         };
         try {
-          return connect.apply(this, args);
+          return noting(this, () => connect.apply(this, args));
         } finally {
           if (own) Object.defineProperty(viewport, "addEventListener", own);
           else delete viewport.addEventListener; // the prototype's again
@@ -59,6 +124,12 @@
           viewport.removeEventListener(type, listener, options);
         }
         added.delete(this);
+        const frame = this.frame;
+        for (const ranges of [frame && frame.x_ranges, frame && frame.y_ranges]) {
+          for (const range of ranges instanceof Map ? ranges.values() : []) {
+            if (range._plot_bounds instanceof Map) range._plot_bounds.delete(this); // change 4
+          }
+        }
         return remove.apply(this, args);
       });
   }
