@@ -4,7 +4,9 @@
 training thread only appends items to a deque (``submit``); the loop turns
 them into frames (histograms are computed and frames encoded here), numbers
 them, keeps each in a ``FrameBuffer`` until the server acknowledges it, and
-sends them over a websocket opened with ``tornado.websocket.websocket_connect``.
+sends them over a websocket opened with ``tornado.websocket.websocket_connect``
+(``open_websocket``, which closes a connection whose handshake completes
+after the run stopped waiting for it).
 The link reconnects with exponential backoff and jitter, and after every
 ``welcome`` resends what the server does not have, oldest first. A
 ``Ledger`` keeps the books that become the ``DeliveryReport``.
@@ -103,6 +105,32 @@ class LinkClosed(Exception):
         super().__init__(f"closed with code {code} ({reason or 'no reason'})")
         self.code = code
         self.reason = reason
+
+
+async def open_websocket(request: HTTPRequest, resolver: DefaultLoopResolver) -> WebSocketClientConnection:
+    """Open the producer's websocket (pings every 20 s) as ``websocket_connect`` does.
+
+    Raises what ``websocket_connect`` raises. If the caller is cancelled
+    while the handshake runs, the handshake still goes on inside tornado; a
+    connection it completes is closed at once instead of being left open with
+    no owner (the server would hold it, and its ``__del__`` warns).
+    """
+    connecting = asyncio.ensure_future(
+        websocket_connect(request, ping_interval=20.0, ping_timeout=20.0, resolver=resolver)
+    )
+    try:
+        return await asyncio.shield(connecting)
+    except asyncio.CancelledError:
+        if connecting.done():
+            _close_unclaimed(connecting)
+        else:
+            connecting.add_done_callback(_close_unclaimed)
+        raise
+
+
+def _close_unclaimed(connecting: asyncio.Future[WebSocketClientConnection]) -> None:
+    if not connecting.cancelled() and connecting.exception() is None:
+        connecting.result().close(1000, "the producer stopped while connecting")
 
 
 MAX_QUEUED_ITEMS = 200_000
@@ -347,7 +375,7 @@ class Sender:
         request = HTTPRequest(
             self.endpoint, headers=headers, connect_timeout=_CONNECT_TIMEOUT, request_timeout=_CONNECT_TIMEOUT
         )
-        ws = await websocket_connect(request, ping_interval=20.0, ping_timeout=20.0, resolver=self._resolver)
+        ws = await open_websocket(request, self._resolver)
         try:
             await ws.write_message(encode(self._hello), binary=True)
             self._on_welcome(await asyncio.wait_for(self._welcome(ws), _REPLY_TIMEOUT))
