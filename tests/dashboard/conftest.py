@@ -4,7 +4,8 @@ The server is ``tests.serving.ServerThread`` (a ``LabscreenServer`` on port 0
 in a background thread); producers are the real ``producers.Monitor``;
 browsers are headless Debian Chromium driven by playwright's sync API. Every
 page fails its test on a browser console error unless the test says which
-errors it expects.
+errors it expects, and on the warning that one of the page's BokehJS fixes
+(``static/patching.js``) was skipped.
 """
 
 from __future__ import annotations
@@ -66,7 +67,8 @@ class Viewer:
         page.on("pageerror", lambda exc: self.errors.append(f"pageerror: {exc}"))
 
     def _console(self, message: Any) -> None:
-        if message.type == "error" and not any(p.search(message.text) for p in self.allowed_errors):
+        skipped_fix = message.type == "warning" and message.text.startswith("labscreen: BokehJS lacks")
+        if (message.type == "error" or skipped_fix) and not any(p.search(message.text) for p in self.allowed_errors):
             self.errors.append(message.text)
 
     def open(self, url: str, timeout: float = 30_000) -> Viewer:

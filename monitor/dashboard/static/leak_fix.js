@@ -40,11 +40,12 @@
 //    built, or while a plot connects its signals, are noted and disconnected
 //    when the view is removed.
 //
-// Each change is skipped if the BokehJS on the page lacks what it replaces.
+// Each change is skipped, with a console warning, if the BokehJS on the page
+// lacks what it replaces.
 (() => {
   "use strict";
   const RECOMPUTE_MS = 30000;
-  const { module, replace } = window.LabscreenPatching;
+  const { module, replace, skipped } = window.LabscreenPatching;
 
   const signaling = module("core/signaling");
   const signal = signaling && signaling.Signal && signaling.Signal.prototype;
@@ -52,25 +53,30 @@
   const view = views && views.View && views.View.prototype;
   const anonymous = new WeakMap(); // View -> [Signal, slot] it connected without naming itself (change 5)
   // Runs `make` and notes, for `owner`, each connection made meanwhile without a receiver.
+  const disconnecting = Boolean(signal && typeof signal.connect === "function" && typeof signal.disconnect === "function");
+  if (!disconnecting) skipped("Signal.connect/disconnect");
   const noting = (owner, make) => {
-    if (!signal || !view || typeof signal.connect !== "function" || typeof signal.disconnect !== "function") {
-      return make();
-    }
+    if (!disconnecting || !(view && view.remove && view.remove.__labscreen)) return make();
     const connect = signal.connect;
     const noted = anonymous.get(owner) ?? [];
-    signal.connect = function (slot, context = null) {
+    const replaced = function (slot, context = null) {
       const connected = connect.call(this, slot, context);
       if (connected && context == null) noted.push([this, slot]);
       return connected;
     };
     try {
+      signal.connect = replaced;
+    } catch (error) {
+      return make(); // a frozen Signal: nothing can be noted
+    }
+    try {
       return make();
     } finally {
-      signal.connect = connect;
+      if (signal.connect === replaced) signal.connect = connect; // not someone else's replacement
       if (noted.length > 0) anonymous.set(owner, noted);
     }
   };
-  if (view && typeof view.remove === "function") {
+  if (disconnecting) {
     replace(view, "remove", (remove) =>
       function (...args) {
         for (const [sender, slot] of anonymous.get(this) ?? []) sender.disconnect(slot);
@@ -92,17 +98,20 @@
     try {
       visuals.Visuals = Noted;
     } catch (error) {
-      // a read-only export: change 5 covers plots' own connections only
+      skipped("a writable core/visuals Visuals export"); // change 5 covers plots' own connections only
     }
+  } else if (typeof Visuals !== "function") {
+    skipped("core/visuals Visuals");
   }
 
   const canvas = module("models/plots/plot_canvas");
   const plot = canvas && canvas.PlotView && canvas.PlotView.prototype;
-  const viewport = window.visualViewport;
-  if (plot && viewport && typeof plot.connect_signals === "function" && typeof plot.remove === "function") {
+  const viewport = window.visualViewport; // none in some browsers: then BokehJS adds no listener either
+  if (plot && typeof plot.connect_signals === "function" && typeof plot.remove === "function") {
     const added = new WeakMap(); // PlotView -> [type, listener, options] it added to visualViewport
     replace(plot, "connect_signals", (connect) =>
       function (...args) {
+        if (!viewport) return noting(this, () => connect.apply(this, args));
         const listeners = [];
         const own = Object.getOwnPropertyDescriptor(viewport, "addEventListener"); // usually none
         const add = viewport.addEventListener;
@@ -124,14 +133,16 @@
           viewport.removeEventListener(type, listener, options);
         }
         added.delete(this);
-        const frame = this.frame;
+        const frame = this.frame; // change 4
         for (const ranges of [frame && frame.x_ranges, frame && frame.y_ranges]) {
           for (const range of ranges instanceof Map ? ranges.values() : []) {
-            if (range._plot_bounds instanceof Map) range._plot_bounds.delete(this); // change 4
+            if (range._plot_bounds instanceof Map) range._plot_bounds.delete(this);
           }
         }
         return remove.apply(this, args);
       });
+  } else {
+    skipped("PlotView.connect_signals/remove");
   }
 
   const multi = module("models/widgets/multi_choice");
@@ -157,6 +168,8 @@
         destroy(this);
         return remove.apply(this, args);
       });
+  } else {
+    skipped("MultiChoiceView.render/remove");
   }
 
   const documents = module("document/document");
@@ -170,5 +183,7 @@
         this._recompute_timer = setTimeout(() => this._recompute_all_models(), Math.min(timeout, RECOMPUTE_MS));
         return undefined;
       });
+  } else {
+    skipped("Document._recompute_all_models");
   }
 })();

@@ -56,7 +56,7 @@
   const PAINT_BUDGET_MS = 8;
   const REST_PER_PAINT = 2;
   const STYLE_MS = 1000;
-  const { module, replace } = window.LabscreenPatching;
+  const { module, replace, skipped } = window.LabscreenPatching;
 
   const dom = module("core/dom");
   replace(dom && dom.InlineStyleSheet && dom.InlineStyleSheet.prototype, "_update", (update) =>
@@ -155,6 +155,8 @@
     };
     get.__labscreen = true;
     Object.defineProperty(plot, "base_font_size", { ...font_size, get });
+  } else if (!font_size || typeof font_size.get !== "function") {
+    skipped("PlotView.base_font_size");
   }
 
   const glyphs = module("models/renderers/glyph_renderer");
@@ -169,6 +171,8 @@
         renderers.add(this);
         this.request_paint();
       });
+  } else {
+    skipped("GlyphRendererView.set_data (or the paint scheduling above)");
   }
   const moved = new WeakMap(); // GlyphRendererView -> when its element was last moved
   const trailing = new WeakSet(); // views with a catch-up move planned
@@ -228,5 +232,7 @@
       };
     replace(index, "indices", sorted);
     replace(index, "bounds", sorted);
+  } else {
+    skipped("SpatialIndex.finish/indices/bounds");
   }
 })();
