@@ -1,8 +1,10 @@
 """The ``labscreen`` command: ``serve``, ``runs``, ``export``.
 
 ``main(argv) -> int`` parses, resolves a frozen ``ServerConfig`` (flag >
-``LABSCREEN_*`` environment > default) and runs the subcommand. This module
-is the one place that writes to stdout.
+``LABSCREEN_*`` environment > default) and runs the subcommand; ``serve``
+creates the store file's directory if it is missing (the default one, under
+the user's data directory, on a fresh machine). This module is the one place
+that writes to stdout.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from monitor.config import ServerConfig, default_store_path
 from monitor.export import export_run
@@ -123,6 +126,9 @@ def _serve(args: argparse.Namespace) -> int:
             "and read every run's data. Set both tokens, or bind 127.0.0.1.",
             config.host,
         )
+    if config.store != ":memory:" and not Path(config.store).parent.is_dir():
+        Path(config.store).parent.mkdir(parents=True)  # a fresh machine has no ~/.local/share yet
+        log.info("created %s for the run store", Path(config.store).parent)
     asyncio.run(_serve_until_signal(config))
     return 0
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import re
 import signal
 import subprocess
@@ -17,14 +19,15 @@ import pytest
 from monitor.cli import RepeatFilter, main
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    store = tmp_path / "cli.sqlite"
+@contextlib.contextmanager
+def serving(*flags: str, env: dict[str, str] | None = None) -> Iterator[str]:
+    """``labscreen serve --port 0`` with ``flags`` as a process; its URL. It must stop cleanly on SIGTERM."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "monitor.cli", "serve", "--port", "0", "--store", str(store), "--log-level", "WARNING"],
+        [sys.executable, "-m", "monitor.cli", "serve", "--port", "0", "--log-level", "WARNING", *flags],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env=env,
     )
     try:
         assert proc.stdout is not None
@@ -32,11 +35,18 @@ def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         match = re.search(r"serving on (http://\S+) \(port (\d+)\)", line)
         assert match, f"unexpected first line: {line!r}; stderr: {proc.stderr.read() if proc.stderr else ''}"
         assert match.group(2) != "0"
-        yield match.group(1), store
+        yield match.group(1)
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
         assert proc.returncode == 0, err
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    store = tmp_path / "cli.sqlite"
+    with serving("--store", str(store)) as url:
+        yield url, store
 
 
 def http(url: str, body: dict[str, object] | None = None) -> tuple[int, dict[str, object]]:
@@ -73,6 +83,29 @@ def test_export_json_and_unknown_run(served: tuple[str, Path], capsys: pytest.Ca
     assert document["run"]["id"] == "j" and document["scalars"]["acc"]["values"] == [0.5]
     assert main(["export", "nobody", "--store", str(store)]) == 2
     assert "nobody" in capsys.readouterr().err
+
+
+def test_serve_creates_the_default_store_directory_on_a_fresh_machine(tmp_path: Path) -> None:
+    data_home = tmp_path / "fresh-home" / ".local" / "share"  # nothing exists yet
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LABSCREEN_")} | {"XDG_DATA_HOME": str(data_home)}
+    with serving(env=env) as url:
+        http(url + "/api/ingest", {"run": "first", "step": 0, "metrics": {"loss": 1.0}})
+        assert http(url + "/healthz")[0] == 200
+    store = data_home / "labscreen" / "labscreen.sqlite"
+    assert main(["runs", "--store", str(store)]) == 0
+
+
+def test_serve_on_an_unusable_store_directory_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    done = subprocess.run(
+        [sys.executable, "-m", "monitor.cli", "serve", "--port", "0", "--store", str(blocker / "s.sqlite")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2 and done.stderr.startswith("labscreen: ") and "a-file" in done.stderr
 
 
 def test_missing_store_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
