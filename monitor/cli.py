@@ -49,7 +49,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--view-token", help="token viewers must present once (LABSCREEN_VIEW_TOKEN)")
     serve.add_argument("--stale-after", type=float, help="seconds of silence before a run is stale (default 120)")
     serve.add_argument("--kiosk", action="store_true", default=None, help="lab-screen view by default")
-    serve.add_argument("--allow-origin", action="append", help="extra host[:port] allowed to open the dashboard")
+    serve.add_argument(
+        "--allow-origin",
+        action="append",
+        help="host[:port] allowed to open the dashboard (repeatable); replaces the default "
+        "localhost:PORT, 127.0.0.1:PORT and bound host, so list those too if still wanted",
+    )
     serve.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     for name, kind, what in LIMIT_FLAGS:
         serve.add_argument(f"--{name.replace('_', '-')}", type=kind, help=f"{what} (LABSCREEN_{name.upper()})")
@@ -148,10 +153,11 @@ async def _serve_until_signal(config: ServerConfig) -> None:
 
 
 def _open_store(path: str | None) -> SQLiteStore:
-    path = path or ServerConfig.resolve().store or default_store_path()
+    config = ServerConfig.resolve()  # the server's settings, so a run is stale here when it is stale there
+    path = path or config.store or default_store_path()
     if path != ":memory:" and not os.path.exists(path):
         raise ValueError(f"no store at {path}; pass --store PATH (the file 'labscreen serve' writes)")
-    return SQLiteStore(path)
+    return SQLiteStore(path, stale_after=config.stale_after)
 
 
 def _runs(args: argparse.Namespace) -> int:

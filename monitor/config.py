@@ -35,8 +35,9 @@ class ServerConfig:
         view_token: Token viewers must present once, or ``None`` for none.
         stale_after: Seconds of silence after which a running run is stale.
         kiosk: Serve the lab-screen view by default.
-        allow_origin: Extra ``host[:port]`` origins allowed to open the
-            dashboard's websocket.
+        allow_origin: ``host[:port]`` origins allowed to open the
+            dashboard's websocket, instead of the default ``localhost:PORT``,
+            ``127.0.0.1:PORT`` and the bound host (empty: the default).
         max_producers: Most concurrent producer connections.
         max_runs_per_connection: Most runs one producer connection may open.
         max_series_per_run: Most distinct scalar, histogram and prediction

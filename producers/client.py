@@ -291,18 +291,24 @@ class Monitor:
         )
         self._sender.submit(items.data_builder(data))
 
-    def event(self, text: str, level: str = "info") -> None:
+    def event(self, text: str, level: str = "info", step: int | None = None) -> None:
         """Queue a line of text for the dashboard (NaN detected, checkpoint saved).
+
+        Args:
+            text: The line (1 to ``MAX_TEXT_LENGTH`` characters).
+            level: ``"info"``, ``"warning"`` or ``"error"``.
+            step: Training step it happened at; None means the last logged step.
 
         Raises:
             TypeError: ``text`` is not a string.
-            ValueError: ``text`` is empty or too long, or ``level`` is not one
-                of ``"info"``, ``"warning"``, ``"error"``.
+            ValueError: ``text`` is empty or too long, ``level`` is not one
+                of ``"info"``, ``"warning"``, ``"error"``, or bad ``step``.
         """
         if self._ignored("event"):
             return
         message, event_level = items.text(text), items.level(level)
-        self._sender.submit(items.event_builder(message, event_level, max(self._step, 0), time.time()))
+        at = max(self._step, 0) if step is None else items.step(step)
+        self._sender.submit(items.event_builder(message, event_level, at, time.time()))
 
     def finish(self, status: str = "finished", timeout: float = 10.0) -> DeliveryReport:
         """Mark the run ended and wait up to ``timeout`` seconds for delivery.
@@ -359,16 +365,15 @@ class Monitor:
         if not report.undelivered and not report.dropped:
             logger.info("labscreen: run %s delivered: %s", self.run, report)
             return
-        # When the server was never reached, the sender's one warning already said so.
-        level = logging.INFO if self._sender.never_reached else logging.WARNING
-        logger.log(
-            level,
-            "labscreen: run %s: %d of %d frames were not delivered to %s (%d dropped while it was unreachable)",
+        # A warning even when the server was never reached: the first one said frames are kept, now they are gone.
+        logger.warning(
+            "labscreen: run %s: %d of %d frames were not delivered to %s%s%s; they are discarded",
             self.run,
             report.undelivered + report.dropped,
             report.frames,
             self.url,
-            report.dropped,
+            ", which was never reached" if self._sender.never_reached else "",
+            f" ({report.dropped} dropped while it was unreachable)" if report.dropped else "",
         )
 
     def _atexit(self) -> None:

@@ -277,8 +277,9 @@ class MonitorCallback(keras.callbacks.Callback):  # type: ignore[misc]
         if data is None:
             return
         task = self._sample.task if self._sample else ("classification" if self._classes else "regression")
+        name = "train" if self._data else "monitor sample"  # not named train when it is the predictions sample
         try:
-            send_data_summary(monitor, data[0], data[1], task, self._classes)
+            send_data_summary(monitor, data[0], data[1], task, self._classes, name=name)
         except (TypeError, ValueError) as exc:
             logger.warning("labscreen: data summary not sent: %s", exc)
 
@@ -326,7 +327,7 @@ class MonitorCallback(keras.callbacks.Callback):  # type: ignore[misc]
         if not self._nan_seen and self._monitor is not None:
             self._nan_seen = True
             stopping = " - stopping training" if self._stop_on_nan else ""
-            self._monitor.event(f"loss is {loss} at step {self._step}{stopping}", level="error")
+            self._monitor.event(f"loss is {loss} at step {self._step}{stopping}", level="error", step=self._step)
         if self._stop_on_nan:
             self.model.stop_training = True
 

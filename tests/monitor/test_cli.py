@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -73,6 +74,18 @@ def test_serve_on_port_zero_answers_healthz_then_export_writes_csv(
     assert [line.split(",")[:2] for line in lines[1:]] == [["loss", "0"], ["loss", "1"], ["loss", "2"]]
     assert main(["runs", "--store", str(store)]) == 0
     assert re.search(r"cli-run\s+running\s+2\s+from curl", capsys.readouterr().out)
+
+
+def test_runs_calls_a_run_stale_by_the_servers_setting(
+    served: tuple[str, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, store = served
+    http(url + "/api/ingest", {"run": "quiet", "step": 0, "metrics": {"loss": 1.0}})
+    monkeypatch.setenv("LABSCREEN_STALE_AFTER", "0.01")  # what `labscreen serve` reads too
+    deadline = time.monotonic() + 30
+    while not re.search(r"quiet\s+stale", capsys.readouterr().out):
+        assert time.monotonic() < deadline, "labscreen runs never called the silent run stale"
+        assert main(["runs", "--store", str(store)]) == 0
 
 
 def test_export_json_and_unknown_run(served: tuple[str, Path], capsys: pytest.CaptureFixture[str]) -> None:

@@ -13,8 +13,11 @@ skipped together cover every due step, and that skips were reported as events.
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import logging
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +29,7 @@ import numpy as np
 import pytest
 
 from monitor.store.base import RunStore
+from producers.client import Monitor
 from producers.keras import MonitorCallback
 from producers.keras_run import variable_name
 from tests.serving import ServerThread, free_port
@@ -172,9 +176,10 @@ def test_small_cnn(server: ServerThread) -> None:
     assert store.predictions(run)[-1].outputs.shape == (10, 2)
     assert_graph(store, run, {"conv", "pool", "flat", "out"}, {("conv", "pool"), ("pool", "flat"), ("flat", "out")})
     summaries = {s.name: s for s in store.data_summaries(run)}
-    assert set(summaries) == {"train", "train/pixels"}
-    assert summaries["train"].feature_names == ("mean intensity", "std intensity")
-    assert summaries["train"].label_counts is not None and summaries["train"].label_counts.sum() == 10
+    assert set(summaries) == {"monitor sample", "monitor sample/pixels"}  # no data=: the predictions sample
+    assert summaries["monitor sample"].feature_names == ("mean intensity", "std intensity")
+    labels = summaries["monitor sample"].label_counts
+    assert labels is not None and labels.sum() == 10
 
 
 def test_two_input_functional_with_shared_layer(server: ServerThread) -> None:
@@ -195,7 +200,7 @@ def test_two_input_functional_with_shared_layer(server: ServerThread) -> None:
     assert_weight_histograms(store, run, model, callback, 6)
     nodes = {"a", "b", "shared", "cat", "out"}
     assert_graph(store, run, nodes, {("a", "shared"), ("b", "shared"), ("shared", "cat"), ("cat", "out")})
-    assert {s.name for s in store.data_summaries(run)} == {"train/0", "train/1"}
+    assert {s.name for s in store.data_summaries(run)} == {"monitor sample/0", "monitor sample/1"}
 
 
 class Residual(keras.Model):  # type: ignore[misc]
@@ -243,7 +248,7 @@ def test_regressor_predictions_match_targets(server: ServerThread) -> None:
     assert summary.feature_names == ("x0", "x1", "x2", "target")
 
 
-def test_no_server_costs_one_warning_and_no_steps(caplog: pytest.LogCaptureFixture) -> None:
+def test_no_server_costs_a_warning_at_start_and_one_at_the_end_and_no_steps(caplog: pytest.LogCaptureFixture) -> None:
     x, y = tabular()
     model = mlp()
     callback = MonitorCallback(f"http://127.0.0.1:{free_port()}", histograms_every=2, finish_timeout=0.5,
@@ -252,7 +257,8 @@ def test_no_server_costs_one_warning_and_no_steps(caplog: pytest.LogCaptureFixtu
         fit(model, x, y, callback)
     assert int(model.optimizer.iterations) == STEPS
     labscreen = [r for r in caplog.records if r.name.startswith(("producers", "monitor"))]
-    assert len(labscreen) == 1, [r.getMessage() for r in labscreen]
+    unreachable, loss = (r.getMessage() for r in labscreen)  # not one per batch or per retry
+    assert "cannot reach" in unreachable and "were not delivered" in loss
 
 
 class StopServer(keras.callbacks.Callback):  # type: ignore[misc]
@@ -306,8 +312,8 @@ def test_nan_loss_sends_an_event_and_can_stop(server: ServerThread, stop: bool) 
               callbacks=[MonitorCallback(server.url, stop_on_nan=stop)])  # fmt: skip
     store = store_of(server)
     run = only_run(store)
-    texts = [e.text for e in store.events(run)]
-    assert any("loss is nan at step 3" in t for t in texts), texts
+    nan_events = [e for e in store.events(run) if "loss is nan" in e.text]
+    assert [(e.text.split(" - ")[0], e.step) for e in nan_events] == [("loss is nan at step 3", 3)], nan_events
     assert int(model.optimizer.iterations) == (3 if stop else STEPS)
 
 
@@ -346,3 +352,17 @@ def test_misconfiguration_fails_at_construction() -> None:
         MonitorCallback("http://127.0.0.1:1", predictions=(np.zeros((5, 2)), np.zeros(4)))
     with pytest.raises(ValueError, match="histograms_every"):
         MonitorCallback("http://127.0.0.1:1", histograms_every=0)
+
+
+@pytest.mark.parametrize("panel", ["curves", "data", "model", "predictions", "weights"])
+def test_a_panels_empty_state_names_only_calls_and_arguments_that_exist(panel: str) -> None:
+    text = importlib.import_module(f"monitor.dashboard.panels.{panel}").EMPTY_TEXT
+    snippets = re.findall(r"<code>(.*?)</code>", text)
+    assert snippets, text
+    for method in re.findall(r"\bmonitor\.(\w+)\(", text):
+        assert callable(getattr(Monitor, method, None)), f"{panel}: Monitor has no {method}()"
+    callback_snippets = [s for s in snippets if not s.startswith(("monitor.", "model."))]  # keras' own: fit(...)
+    keywords = [name for snippet in callback_snippets for name in re.findall(r"\b(\w+)=", snippet)]
+    parameters = inspect.signature(MonitorCallback).parameters
+    for name in keywords:
+        assert name in parameters, f"{panel}: MonitorCallback has no argument {name!r}"

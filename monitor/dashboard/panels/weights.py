@@ -39,7 +39,7 @@ NORM_KEEP = 2000
 _NORM_PREFIXES = ("weights_norm/", "gradients_norm/", "norm/", "update_ratio/")
 EMPTY_TEXT = (
     "No weight histograms yet: send them with <code>monitor.histogram('dense/kernel', weights)</code> "
-    "or <code>MonitorCallback(histogram_freq=1)</code>."
+    "or <code>MonitorCallback</code>, which sends them every <code>histograms_every=100</code> batches."
 )
 
 
