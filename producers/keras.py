@@ -115,10 +115,12 @@ class MonitorCallback(keras.callbacks.Callback):  # type: ignore[misc]
             token: Bearer token for the server.
             update_every: Send batch scalars every this many batches.
             histograms_every: Weight (and gradient) histograms every this
-                many batches; None for none.
+                many batches, and of the final weights when training ends;
+                None for none.
             predictions: Monitor sample ``(x, y)``, at most 1000 samples; for a
                 model with several outputs, ``y`` goes with the first output.
-            predictions_every: Predictions every this many batches.
+            predictions_every: Predictions every this many batches, and
+                when training ends.
             classes: Class names of a classifier's outputs.
             from_logits: The model outputs logits; softmax/sigmoid them.
             task: ``"classification"`` or ``"regression"``; None infers it.
@@ -255,8 +257,14 @@ class MonitorCallback(keras.callbacks.Callback):  # type: ignore[misc]
             self._monitor.log(validation, step=self._step)
 
     def on_train_end(self, logs: Mapping[str, Any] | None = None) -> None:
-        if self._worker is not None:
-            self._end("finished")
+        if self._worker is None:
+            return
+        step = self._step  # the last batch's state, unless its snapshot was due anyway (a short fit gets one)
+        if step > 0 and self._histograms_every and step % self._histograms_every != 0:
+            self._snapshot_tensors(step)
+        if step > 0 and self._sample is not None and step % self._predictions_every != 0:
+            self._snapshot_outputs(step)
+        self._end("finished")
 
     def _open(self, worker: Worker) -> Monitor:
         if self._monitor is not None and not (self._owns and self._monitor.finished):

@@ -90,11 +90,15 @@ def assert_scalars_every_batch(store: RunStore, run: str, names: list[str]) -> N
 def sent_snapshots(
     store: RunStore, run: str, callback: MonitorCallback, kind: str, every: int, *, steps: int = STEPS
 ) -> list[int]:
-    """Steps of ``kind`` the callback sent; checks that the rest of the due steps were skipped and reported."""
+    """Steps of ``kind`` the callback sent; checks that the rest of the due steps were skipped and reported.
+
+    Due: every ``every`` steps, and the last step (when training ends).
+    """
     report = callback.snapshots
     sent, skipped = report.sent.get(kind, []), report.skipped.get(kind, [])
     assert not report.failed.get(kind) and not report.unsent.get(kind), report
-    assert sorted(sent + skipped) == list(range(every, steps + 1, every)), report
+    due = sorted({*range(every, steps + 1, every), steps})
+    assert sorted(sent + skipped) == due, report
     assert sent, f"every {kind} snapshot was skipped: {report}"
     if skipped:
         texts = " ".join(e.text for e in store.events(run))
@@ -155,6 +159,20 @@ def test_mlp_classifier_lands_everything(server: ServerThread) -> None:
     summary = store.data_summaries(run)[0]
     assert summary.counts.shape == (6, 32) and summary.label_counts is not None
     assert summary.label_counts.sum() == 20
+
+
+def test_a_fit_shorter_than_the_snapshot_interval_still_sends_the_final_state(server: ServerThread) -> None:
+    x, y = tabular()
+    model = mlp()
+    callback = MonitorCallback(server.url, histograms_every=50, predictions=(x[:8], y[:8]), predictions_every=100)
+    fit(model, x, y, callback)  # STEPS batches, fewer than either interval
+    store = store_of(server)
+    run = only_run(store)
+    assert_weight_histograms(store, run, model, callback, 50)  # at STEPS only
+    assert [p.step for p in store.predictions(run)] == [STEPS]
+    final = model.get_layer("out").bias.numpy()
+    histogram = store.histograms(run, "weights/out/bias")[-1]
+    assert histogram.min == pytest.approx(final.min()) and histogram.max == pytest.approx(final.max())
 
 
 def test_small_cnn(server: ServerThread) -> None:
