@@ -54,10 +54,12 @@ class Look:
         )
 
 
+KIOSK_NAME = "kiosk"
+
 _STATUS = {"running": "#2ca02c", "finished": "#1f77b4", "crashed": "#d62728", "stale": "#ff7f0e"}
 LIGHT = Look("light", False, 1.0, "#ffffff", "#ffffff", "#222222", "#6b6b6b", "#e5e5e5", _STATUS)
 DARK = Look("dark", True, 1.0, "#15191e", "#1d232a", "#e6e6e6", "#9aa4ae", "#2e3740", _STATUS)
-KIOSK = Look("kiosk", True, 1.6, "#0b0e12", "#12171d", "#f2f2f2", "#a5afb9", "#27303a", _STATUS)
+KIOSK = Look(KIOSK_NAME, True, 1.6, "#0b0e12", "#12171d", "#f2f2f2", "#a5afb9", "#27303a", _STATUS)
 
 
 def look_for(kiosk: bool, dark: bool) -> Look:
@@ -99,6 +101,8 @@ def _theme_json(look: Look) -> dict[str, Any]:
             "Plot": {
                 "background_fill_color": look.panel, "border_fill_color": look.panel,
                 "outline_line_color": look.grid,
+                # A lab screen has nobody at it: no toolbars (hover still works where there is a mouse).
+                **({"toolbar_location": None} if look.name == KIOSK_NAME else {}),
             },
             "Title": text,
             "Axis": axis,

@@ -212,6 +212,11 @@ def test_kiosk_follows_a_newly_started_run(
     newer.log({"loss": 5.0}, step=0)
     viewer.wait_text("header-run", "new-run")
     assert viewer.wait_column_length("scalars:new-run:loss", "value", 1) == [5.0]
+    toolbars = viewer.page.evaluate(
+        "() => [...Bokeh.documents[0]._all_models.values()]"
+        ".filter((m) => m.properties && 'toolbar_location' in m.properties).map((m) => m.toolbar_location)"
+    )
+    assert toolbars and set(toolbars) == {None}, toolbars  # a lab screen shows charts, not tools
 
 
 def test_page_reloads_itself_after_server_restart(
