@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
 import logging
 import math
 import os
@@ -40,6 +41,7 @@ LIMIT_FLAGS: tuple[tuple[str, type, str], ...] = (
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="labscreen", description="Live monitor for deep-learning training.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the ingest server and the live dashboard")
     serve.add_argument("--host", help="address to bind (default 127.0.0.1; LABSCREEN_HOST)")
@@ -107,6 +109,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (NotFoundError, ValueError, StoreError, OSError) as exc:
         print(f"labscreen: {exc}", file=sys.stderr)
         return 2
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("labscreen")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout that was not installed
+        return "(not installed)"
 
 
 def _serve(args: argparse.Namespace) -> int:

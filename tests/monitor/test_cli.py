@@ -121,6 +121,13 @@ def test_serve_on_an_unusable_store_directory_is_a_clear_error(tmp_path: Path) -
     assert done.returncode == 2 and done.stderr.startswith("labscreen: ") and "a-file" in done.stderr
 
 
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert re.fullmatch(r"labscreen \d+\.\d+\.\d+\n", capsys.readouterr().out)
+
+
 def test_missing_store_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["runs", "--store", str(tmp_path / "absent.sqlite")]) == 2
     assert "no store at" in capsys.readouterr().err
