@@ -218,4 +218,6 @@ class _Transaction:
         self._rows[_INSERT_EVENT].append((m.run, m.seq, m.step, m.wall, m.level, m.text))
 
     def _finish(self, m: Finish) -> None:
-        self._conn.execute(_FINISH_RUN, (m.status, m.wall, m.run))
+        # The server's clock, as for started and last_seen (not the message's wall): durations stay
+        # whole when a producer's clock is off.
+        self._conn.execute(_FINISH_RUN, (m.status, self._committed.wall, m.run))
