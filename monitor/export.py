@@ -20,6 +20,8 @@ from monitor.store.base import RunInfo, RunStore, ScalarSeries
 from monitor.wire import DataSummary, Event, Graph, Histogram, Predictions
 
 Array = np.ndarray[Any, Any]
+EVERYTHING = 2**62
+"""A read limit no run reaches: an export holds every record, not the latest few."""
 
 
 def json_float(value: float) -> float | str:
@@ -161,9 +163,9 @@ def export_run(store: RunStore, run: str, fmt: str) -> str:
         "run": run_dict(info),
         "scalars": {name: series_dict(store.scalars(run, name)) for name in names},
         "histograms": {n: [histogram_dict(h) for h in store.histograms(run, n)] for n in store.histogram_names(run)},
-        "predictions": [predictions_dict(p) for p in store.predictions(run, limit=1)],
+        "predictions": [predictions_dict(p) for p in store.predictions(run, limit=EVERYTHING)],
         "graph": graph_dict(graph) if graph is not None else None,
         "data": [data_dict(d) for d in store.data_summaries(run)],
-        "events": [event_dict(e) for e in store.events(run, limit=10_000)],
+        "events": [event_dict(e) for e in store.events(run, limit=EVERYTHING)],
     }
     return json.dumps(document, allow_nan=False)

@@ -15,9 +15,11 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from monitor.cli import RepeatFilter, main
+from producers import Monitor
 
 
 @contextlib.contextmanager
@@ -119,6 +121,25 @@ def test_serve_on_an_unusable_store_directory_is_a_clear_error(tmp_path: Path) -
         check=False,
     )
     assert done.returncode == 2 and done.stderr.startswith("labscreen: ") and "a-file" in done.stderr
+
+
+def test_a_json_export_holds_every_snapshot_and_event(
+    served: tuple[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, store = served
+    rng = np.random.default_rng(0)
+    with Monitor(url, run="snapshots") as monitor:
+        for step in range(3):
+            monitor.log({"loss": 1.0 / (step + 1)}, step=step)
+            for name in ("val", "train"):
+                monitor.predictions(name, rng.integers(0, 2, 8), rng.dirichlet([1, 1], 8), step=step)
+            monitor.event(f"epoch {step}")
+    assert main(["export", "snapshots", "--format", "json", "--store", str(store)]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert sorted((p["name"], p["step"]) for p in document["predictions"]) == [
+        (name, step) for name in ("train", "val") for step in range(3)
+    ]
+    assert {"epoch 0", "epoch 1", "epoch 2"} <= {e["text"] for e in document["events"]}
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
