@@ -6,6 +6,7 @@ Every value is read back from the page's own Bokeh models
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -72,6 +73,8 @@ def test_curves_header_events_and_runs_show_pushed_values(
     viewer.wait_text("header-status", "FINISHED")
     viewer.wait_text("events", "run finished")
     viewer.wait("() => __find('runs-table').data.status[0] === 'finished'")
+    # On screen too: the row is patched in place (same rows), which BokehJS 3.9 alone does not redraw.
+    viewer.page.locator(".slick-cell", has_text=re.compile(r"^finished$")).first.wait_for(timeout=30_000)
 
 
 def test_two_tabs_both_receive_every_update(

@@ -1,4 +1,4 @@
-// Six changes to how BokehJS 3.9 paints, for pages that stream into many plots.
+// Seven changes to how BokehJS 3.9 paints, for pages that stream into many plots.
 //
 // 1. Skip rewriting an inline stylesheet with the text it already holds.
 //    BokehJS rewrites each renderer's "position" stylesheet on every paint,
@@ -49,6 +49,12 @@
 //    message waited behind it. A plot painted once after several flushes now
 //    re-derives its glyphs once. Until then the page's ColumnDataSources hold
 //    the new points and the canvas the old ones.
+//
+// 7. Redraw a DataTable's rows when its source is patched or streamed. The
+//    table redraws when its source's view recomputes different indices, so
+//    a patch that changes values but not the number of rows (the runs
+//    table: a run's status, duration, last step) reached the page's source
+//    but not the rows on screen until the table was rendered again.
 //
 // Each change is skipped if the BokehJS on the page lacks what it replaces.
 (() => {
@@ -234,5 +240,21 @@
     replace(index, "bounds", sorted);
   } else {
     skipped("SpatialIndex.finish/indices/bounds");
+  }
+
+  const tables = module("models/widgets/tables/data_table");
+  const table = tables && tables.DataTableView && tables.DataTableView.prototype;
+  if (table && typeof table.updateGrid === "function") {
+    replace(table, "connect_signals", (connect) =>
+      function (...args) {
+        const connected = connect.apply(this, args);
+        const { source } = this.model;
+        for (const signal of [source.patching, source.streaming]) {
+          if (signal) this.connect(signal, () => this.updateGrid());
+        }
+        return connected;
+      });
+  } else {
+    skipped("DataTableView.updateGrid");
   }
 })();
