@@ -66,11 +66,14 @@ def test_curves_header_events_and_runs_show_pushed_values(
     viewer.wait_text("header-status", "RUNNING")
     viewer.wait_text("events", "checkpoint saved")
     viewer.wait_text("header-epoch", "epoch <b>1</b>")
+    viewer.wait_text("header-eta", "ETA")
     viewer.show("Runs")
     viewer.wait("() => Array.from(__find('runs-table').data.name).includes('alpha')")
+    assert viewer.wait("() => __find('runs-table').data.best_of[0]") in ("loss", "val_loss")
 
     monitor.finish()
     viewer.wait_text("header-status", "FINISHED")
+    viewer.wait("() => __find('header-eta').text === ''")  # an ended run has no ETA
     viewer.wait_text("events", "run finished")
     viewer.wait("() => __find('runs-table').data.status[0] === 'finished'")
     # On screen too: the row is patched in place (same rows), which BokehJS 3.9 alone does not redraw.

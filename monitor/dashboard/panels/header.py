@@ -166,16 +166,16 @@ class HeaderPanel(Panel):
         self._set("step", f"step <b>{step}</b>" + (f" / {total:,}" if total else ""))
         self._set("epoch", f"epoch <b>{self._epoch:g}</b>" if self._epoch is not None else "")
         self._set("speed", self._speed_text(rate, info.config if info else {}))
-        eta = (total - self._step) / rate if total and rate and self._step is not None and rate > 0 else None
+        running = info is not None and info.status in ("running", "stale")  # an ended run has no ETA
+        left = total - self._step if total and self._step is not None else 0
+        eta = left / rate if running and left > 0 and rate and rate > 0 else None
         self._set("eta", f"ETA <b>{format_age(eta)}</b>" if eta is not None else "")
 
     def _speed_text(self, rate: float | None, config: dict[str, Any]) -> str:
         if rate is None:
             return ""
-        samples = self._sample_rate
-        batch = config.get("batch_size")
-        if samples is None and isinstance(batch, int):
-            samples = rate * batch
+        batch = config.get("batch_size")  # steps/s times the batch, so the two agree over the same window
+        samples = rate * batch if isinstance(batch, int) and batch > 0 else self._sample_rate
         text = f"<b>{rate:,.1f}</b> steps/s"
         return text + (f" · <b>{samples:,.0f}</b> samples/s" if samples is not None else "")
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from bokeh.layouts import column
 from bokeh.models import ColumnDataSource
-from bokeh.models.widgets import DataTable, DateFormatter, TableColumn
+from bokeh.models.widgets import DataTable, DateFormatter, NumberFormatter, TableColumn
 
 from monitor.dashboard.directory import RunDirectory, RunRow, status_at
 from monitor.dashboard.panels.base import Panel, empty_state, floats
@@ -23,7 +23,7 @@ from monitor.dashboard.theme import Look
 MAX_ROWS = 500
 FULL_REFRESH = 5.0
 """Seconds between refreshes of durations and staleness when nothing else changed."""
-_COLUMNS = ("id", "name", "project", "status", "started", "duration", "last_step", "best", "config")
+_COLUMNS = ("id", "name", "project", "status", "started", "duration", "last_step", "best", "best_of", "config")
 
 
 class RunsPanel(Panel):
@@ -101,6 +101,7 @@ def _columns(rows: list[RunRow], now: float, stale_after: float) -> dict[str, li
         "duration": [format_age((i.finished or now) - i.started) for i in infos],
         "last_step": [-1 if i.last_step is None else i.last_step for i in infos],
         "best": [float("nan") if r.best is None else r.best for r in rows],
+        "best_of": [r.best_metric if r.best is not None else "" for r in rows],
         "config": [json.dumps(i.config, sort_keys=True)[:200] for i in infos],
     }
 
@@ -113,10 +114,16 @@ def _table_columns() -> list[TableColumn]:
         "duration": "Duration",
         "last_step": "Last step",
         "best": "Best",
+        "best_of": "Best of",
         "config": "Config",
     }
-    columns = [TableColumn(field=f, title=t) for f, t in titles.items()]
-    columns.insert(3, TableColumn(field="started", title="Started", formatter=DateFormatter(format="%Y-%m-%d %H:%M")))
+    best = NumberFormatter(format="0.0[000]", nan_format="")  # not all 16 digits
+    columns = [
+        TableColumn(field=f, title=t, formatter=best) if f == "best" else TableColumn(field=f, title=t)
+        for f, t in titles.items()
+    ]
+    started = DateFormatter(format="%Y-%m-%d %H:%M:%S")
+    columns.insert(3, TableColumn(field="started", title="Started", formatter=started))
     return columns
 
 
