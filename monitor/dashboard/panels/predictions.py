@@ -165,7 +165,10 @@ class PredictionsPanel(Panel):
             tools="hover",
             tooltips=[("class", "@cls"), ("predicted", "@mean_prob{0.000}"), ("true", "@true_freq{0.000}")],
         )
-        bars.vbar(x="cls", top="true_freq", width=0.8, source=self.classes, alpha=0.35, legend_label="true frequency")
+        bars.vbar(
+            x="cls", top="true_freq", width=0.8, source=self.classes, color=self._look.muted, alpha=0.5,
+            legend_label="true frequency",
+        )  # fmt: skip
         bars.vbar(
             x="cls", top="mean_prob", width=0.4, source=self.classes, color="#ff7f0e", legend_label="mean probability"
         )
@@ -193,7 +196,8 @@ class PredictionsPanel(Panel):
             width=1,
             height=1,
             source=self.confusion,
-            fill_color={"field": "count", "transform": LinearColorMapper(palette=Blues256[::-1])},
+            # Empty cells in the panel's own tone: white on a light page, dark blue on a dark one.
+            fill_color={"field": "count", "transform": LinearColorMapper(palette=_confusion_palette(self._look))},
             line_color=None,
         )
         return column(
@@ -243,3 +247,8 @@ def _labels(p: Predictions) -> list[str]:
     if p.task == "classification":
         return [str(int(v)) for v in p.y_true]
     return ["0"] * len(p.y_true)
+
+
+def _confusion_palette(look: Look) -> tuple[str, ...]:
+    """Blues from the panel's tone (few) to the strongest contrast with it (many)."""
+    return tuple(Blues256) if look.dark else tuple(Blues256[::-1])
