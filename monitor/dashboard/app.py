@@ -3,7 +3,8 @@
 ``make_dashboard`` returns an ``Application`` the server mounts at ``/`` on
 the same event loop as ingest. Query arguments: ``kiosk=1`` (or ``0``) for
 the lab-screen view, ``theme=dark|light``, ``run=<id>`` (repeatable) for the
-runs to show first, ``tab=<title>`` (e.g. ``weights``) for the tab to open.
+runs to show first, ``tab=<title>`` (e.g. ``weights``) for the tab to open,
+``cycle=<seconds>`` for how long the lab screen shows each of its pages.
 Making it also makes Bokeh remember its property defaults (``monitor.dashboard.defaults``).
 Beyond ``max_viewers`` open sessions a tab gets the viewer-limit page (``monitor.dashboard.seats``) instead.
 """
@@ -11,6 +12,7 @@ Beyond ``max_viewers`` open sessions a tab gets the viewer-limit page (``monitor
 from __future__ import annotations
 
 import logging
+import math
 from functools import partial
 
 from bokeh.application import Application
@@ -23,6 +25,7 @@ from bokeh.server.contexts import BokehSessionContext
 from monitor.dashboard.context import DashboardContext
 from monitor.dashboard.defaults import remember_defaults
 from monitor.dashboard.directory import RunDirectory
+from monitor.dashboard.kiosk import DEFAULT_SECONDS
 from monitor.dashboard.layout import PanelSet
 from monitor.dashboard.seats import Seat, Seats, limit_page
 from monitor.dashboard.session import DashboardSession
@@ -80,7 +83,8 @@ def _build(context: DashboardContext, directory: RunDirectory, seats: Seats, doc
         return
     try:
         tab = arguments.get("tab", [None])[0]
-        session = _dashboard(context, directory, doc, look, kiosk=kiosk, seat=seat, tab=tab)
+        cycle = _seconds(arguments, "cycle", DEFAULT_SECONDS)
+        session = _dashboard(context, directory, doc, look, kiosk=kiosk, seat=seat, tab=tab, cycle=cycle)
     except BaseException:
         seat.release()
         raise
@@ -96,6 +100,7 @@ def _dashboard(
     kiosk: bool,
     seat: Seat,
     tab: str | None,
+    cycle: float,
 ) -> DashboardSession:
     directory.start()
     doc.title = "labscreen"
@@ -109,7 +114,7 @@ def _dashboard(
         if session is not None:
             session.select(runs)
 
-    panels = PanelSet(look, directory, context.stale_after, pick, kiosk)
+    panels = PanelSet(look, directory, context.stale_after, pick, kiosk, kiosk_seconds=cycle)
     session = DashboardSession(context, directory, doc, panels, follow=kiosk, seat=seat, first_tab=tab)
     for root in session.roots:
         doc.add_root(root)
@@ -121,6 +126,21 @@ def _arguments(doc: Document) -> dict[str, list[str]]:
     request = context.request if isinstance(context, BokehSessionContext) else None
     raw = request.arguments if request is not None else {}
     return {key: [v.decode("utf-8", "replace") for v in values] for key, values in raw.items()}
+
+
+def _seconds(arguments: dict[str, list[str]], name: str, default: float) -> float:
+    """A positive number of seconds from the query, or ``default`` (logged) when absent or not one."""
+    values = arguments.get(name)
+    if not values:
+        return default
+    try:
+        seconds = float(values[0])
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds <= 0:
+        log.info("ignoring %s=%r: not a positive number of seconds; using %s", name, values[0], default)
+        return default
+    return seconds
 
 
 def _flag(arguments: dict[str, list[str]], name: str, default: bool) -> bool:

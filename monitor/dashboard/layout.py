@@ -1,8 +1,9 @@
 """The panels of one session and how they are arranged on the page.
 
 The desk view puts the header and the events strip on top and the panels in
-tabs; the lab-screen (kiosk) view tiles the curves and the latest results
-under a large header, with nothing to click.
+tabs; the lab-screen (kiosk) view shows the curves, the weights and the
+predictions in turn, one window high, under a large header, with nothing to
+click (``monitor.dashboard.kiosk``).
 
 Each part is its own document root, not a child of one page-wide column.
 BokehJS (3.x) re-renders a ``Div`` on every change and then recomputes the
@@ -35,11 +36,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from bokeh.layouts import column, row
+from bokeh.layouts import column
 from bokeh.models import Column, LayoutDOM, TabPanel, Tabs
 from bokeh.models.widgets import Div
 
 from monitor.dashboard.directory import RunDirectory
+from monitor.dashboard.kiosk import DEFAULT_SECONDS, KioskStage
 from monitor.dashboard.panels.base import Panel
 from monitor.dashboard.panels.curves import CurvesPanel
 from monitor.dashboard.panels.data import DataPanel
@@ -67,15 +69,25 @@ class PanelSet:
     """
 
     def __init__(
-        self, look: Look, directory: RunDirectory, stale_after: float, on_pick: Callable[[list[str]], None], kiosk: bool
+        self,
+        look: Look,
+        directory: RunDirectory,
+        stale_after: float,
+        on_pick: Callable[[list[str]], None],
+        kiosk: bool,
+        *,
+        kiosk_seconds: float = DEFAULT_SECONDS,
     ) -> None:
         def label(run: str) -> str:
             info = directory.get(run)
             return (info.name if info else "") or run
 
+        self._look = look
         self.header = HeaderPanel(look, directory, on_pick, kiosk)
         self.curves = CurvesPanel(look, label, kiosk)
-        self.events = EventsPanel(look, label)
+        self.events = EventsPanel(look, label, most=KIOSK_EVENTS if kiosk else None)
+        self.stage: KioskStage | None = None
+        self._kiosk_seconds = kiosk_seconds
         self.on_built: Callable[[Panel], None] = lambda _panel: None
         self._later: list[tuple[str, Callable[[], Panel]]] = [
             ("Weights", lambda: WeightsPanel(look)),
@@ -106,9 +118,11 @@ class PanelSet:
         self.on_built(panel)
         return panel
 
-    def beat(self) -> None:
-        """Change the heartbeat so the page knows its connection is alive."""
+    def beat(self, now: float) -> None:
+        """Change the heartbeat so the page knows its connection is alive; turn the lab screen's pages."""
         self.heartbeat.text = str(int(self.heartbeat.text) + 1)
+        if self.stage is not None:
+            self.stage.tick(now)
 
     def _desk_roots(self) -> list[LayoutDOM]:
         self._holders = [column(p, sizing_mode="stretch_width") for p in self._placeholders]
@@ -144,10 +158,14 @@ class PanelSet:
         for index, panel in enumerate(self._tab_panels):
             if panel is None:
                 self._build(index)
-        weights, predictions = (p.layout for p in self._tab_panels[1:3] if p is not None)
-        results = row(weights, predictions, sizing_mode="stretch_width")
-        main = column(self.curves.layout, results, sizing_mode="stretch_width", name="main")
-        return [self.header.layout, main, self.events.layout, self.heartbeat]
+        pairs = zip(self._titles[1:], self._tab_panels[1:], strict=True)
+        others = [(title, panel) for title, panel in pairs if panel is not None]
+        self.stage = KioskStage(self._look, self.curves, others, self._kiosk_seconds)
+        return [self.header.layout, self.stage.layout, self.events.layout, self.heartbeat]
+
+
+KIOSK_EVENTS = 3
+"""Events the lab screen lists (the newest), so the stage keeps the window's height."""
 
 
 def _placeholder() -> Div:

@@ -263,10 +263,10 @@ class DashboardSession:
 
     def _beat(self) -> None:
         self._choose_runs()
-        self.panels.beat()
         now = time.time()
         for panel in self.panels.all():
             panel.tick(now)
+        self.panels.beat(now)
 
     def _choose_runs(self) -> None:
         newest = self._directory.newest_running()

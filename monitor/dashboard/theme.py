@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from bokeh.core.enums import SizingModeType as SizingMode
 from bokeh.palettes import Category10_10
 from bokeh.themes import Theme
 
@@ -33,6 +34,8 @@ class Look:
     muted: str
     grid: str
     status_colors: dict[str, str]
+    fill: bool = False
+    """Plots fill the window's height instead of having one of their own (the lab screen, which nobody scrolls)."""
 
     def px(self, size: float) -> str:
         """A CSS font size scaled for this look, e.g. ``look.px(14)`` -> ``"14px"``."""
@@ -42,16 +45,31 @@ class Look:
         """Badge colour of a run status (grey for none)."""
         return self.status_colors.get(status or "", self.muted)
 
+    @property
+    def stretch(self) -> SizingMode:
+        """The sizing mode of layouts holding plots: the window's width, and its height too when ``fill``."""
+        return "stretch_both" if self.fill else "stretch_width"
+
+    def plot_size(self, height: int) -> dict[str, Any]:
+        """A figure's size arguments: ``height`` (scaled) and the width given, or all the room given if ``fill``."""
+        if self.fill:
+            return {"sizing_mode": "stretch_both", "min_height": round(100 * self.scale)}
+        return {"sizing_mode": "stretch_width", "height": round(height * self.scale)}
+
     def bokeh_theme(self) -> Theme:
         """The Bokeh theme for plots and axes in this look."""
         return Theme(json=_theme_json(self))
 
     def page_css(self) -> str:
         """CSS for the page around the Bokeh roots."""
-        return (
+        css = (
             f"html, body {{ background: {self.background}; color: {self.text}; "
             f"font-family: system-ui, sans-serif; font-size: {self.px(14)}; }}"
         )
+        if self.fill:  # the roots (in display: contents wrappers) stack in the window's height; more
+            # specific than the rule of Bokeh's template (display: flow-root), which comes after this one
+            css += " html > body { display: flex; flex-direction: column; padding: 0 8px; }"
+        return css
 
 
 KIOSK_NAME = "kiosk"
@@ -59,7 +77,7 @@ KIOSK_NAME = "kiosk"
 _STATUS = {"running": "#2ca02c", "finished": "#1f77b4", "crashed": "#d62728", "stale": "#ff7f0e"}
 LIGHT = Look("light", False, 1.0, "#ffffff", "#ffffff", "#222222", "#6b6b6b", "#e5e5e5", _STATUS)
 DARK = Look("dark", True, 1.0, "#15191e", "#1d232a", "#e6e6e6", "#9aa4ae", "#2e3740", _STATUS)
-KIOSK = Look(KIOSK_NAME, True, 1.6, "#0b0e12", "#12171d", "#f2f2f2", "#a5afb9", "#27303a", _STATUS)
+KIOSK = Look(KIOSK_NAME, True, 1.6, "#0b0e12", "#12171d", "#f2f2f2", "#a5afb9", "#27303a", _STATUS, fill=True)
 
 
 def look_for(kiosk: bool, dark: bool) -> Look:

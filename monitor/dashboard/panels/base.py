@@ -40,6 +40,17 @@ class Panel:
     def tick(self, now: float) -> None:
         """Once a second: refresh what depends on the clock."""
 
+    def has_data(self) -> bool:
+        """Whether there is anything to show (the lab screen skips a panel with nothing but its empty state)."""
+        return True
+
+    def advance(self) -> None:
+        """Move on to the next thing this panel shows one at a time (a tensor, a sample), if any."""
+
+    def caption(self) -> str:
+        """What the panel shows now, in a few words, for a view without its controls ('' for nothing to say)."""
+        return ""
+
 
 def empty_state(look: Look, name: str, text: str) -> Div:
     """A visible note that says what is missing and how to send it."""

@@ -20,8 +20,16 @@ from typing import Any
 
 import numpy as np
 from bokeh.layouts import column, row
-from bokeh.models import ColumnDataSource, CustomJSTickFormatter, DataRange1d, GridBox, HoverTool, LayoutDOM
+from bokeh.models import (
+    ColumnDataSource,
+    CustomJSTickFormatter,
+    DataRange1d,
+    GridBox,
+    HoverTool,
+    LayoutDOM,
+)
 from bokeh.models.renderers import DataRenderer, GlyphRenderer
+from bokeh.models.ui import UIElement
 from bokeh.models.widgets import Div, RadioButtonGroup, Slider
 from bokeh.plotting import figure
 
@@ -57,6 +65,9 @@ return label(tick).padStart(chars);
 """
 _TOOLTIPS = [("series", "$name"), ("step", "@step{0,0}"), ("value", "@value{0.[0000]}"), ("time", "@wall{%F %T}")]
 
+
+KIOSK_CHARTS_PER_PAGE = 6
+"""Most charts the lab screen shows at once; more are shown on further pages in turn."""
 
 FLAT_SPAN = 0.2
 """A chart whose lines all hold one value ``c`` spans ``c`` +- ``FLAT_SPAN * |c| / 2`` (1 around 0)."""
@@ -119,9 +130,10 @@ class CurvesPanel(Panel):
         self.y_scale.on_change("active", lambda _a, _o, _n: self._rebuild_all())
         self.x_axis.on_change("active", lambda _a, _o, _n: self._rebuild_all())
         self._empty = empty_state(look, "curves-empty", EMPTY_TEXT)
-        self._grid = GridBox(children=[], sizing_mode="stretch_width", name="curves-grid")
+        self._grid = GridBox(children=[], sizing_mode=look.stretch, name="curves-grid")
+        self._page = 0
         controls = row(self.smoothing, self.y_scale, self.x_axis, visible=not kiosk)
-        self.layout = column(controls, self._empty, self._grid, sizing_mode="stretch_width", name="curves")
+        self.layout = column(controls, self._empty, self._grid, sizing_mode=look.stretch, name="curves")
 
     def reset(self, runs: Sequence[str]) -> None:
         self._runs = list(runs)
@@ -207,13 +219,35 @@ class CurvesPanel(Panel):
             if isinstance(y_range, DataRange1d) and y_range.default_span != span:
                 y_range.default_span = span
 
+    def has_data(self) -> bool:
+        return bool(self._charts)
+
+    def pages(self) -> int:
+        """How many pages the lab screen shows the charts on (one on the desk, which scrolls)."""
+        charts = len(self._charts)
+        return max(1, math.ceil(charts / KIOSK_CHARTS_PER_PAGE)) if self._kiosk else 1
+
+    def show_page(self, page: int) -> None:
+        """Show the charts of ``page`` (0-based, of ``pages()``; clamped): the lab screen's rotation."""
+        self._page = page
+        self._place_charts()
+
     def _place_charts(self) -> None:
-        order = list(group_metrics(name for _, name in self._lines))
-        columns = 2 if self._kiosk or len(order) > 1 else 1
-        self._grid.children = [
-            (self._charts[k], i // columns, i % columns) for i, k in enumerate(order) if k in self._charts
+        order = [k for k in group_metrics(name for _, name in self._lines) if k in self._charts]
+        if self._kiosk:  # pages of even size: 8 charts are two pages of four, not six and two
+            pages = self.pages()
+            self._page = min(self._page, pages - 1)
+            size = math.ceil(len(order) / pages)
+            order = order[self._page * size : (self._page + 1) * size]
+            columns = 1 if len(order) < 2 else 2 if len(order) <= 4 else 3
+        else:
+            columns = 2 if len(order) > 1 else 1
+        children: list[tuple[UIElement, int, int] | tuple[UIElement, int, int, int, int]] = [
+            (self._charts[k], i // columns, i % columns) for i, k in enumerate(order)
         ]
-        self._empty.visible = not self._grid.children
+        if children != self._grid.children:
+            self._grid.children = children
+        self._empty.visible = not children
 
     def _rebuild_all(self) -> None:
         self._stale_charts.update(self._charts)
@@ -228,7 +262,7 @@ class CurvesPanel(Panel):
     def _figure(self, key: str) -> LayoutDOM:
         by_time = self.x_axis.active == 1
         fig = figure(
-            title=key, height=round(260 * self._look.scale), sizing_mode="stretch_width", name=f"chart:{key}",
+            title=key, **self._look.plot_size(260), name=f"chart:{key}",
             x_axis_type="datetime" if by_time else "linear",
             y_axis_type="log" if self.y_scale.active == 1 else "linear",
             tools="pan,wheel_zoom,box_zoom,reset,save",  # canvas: WebGL without a GPU repaints far slower
@@ -242,7 +276,7 @@ class CurvesPanel(Panel):
         fig.add_tools(HoverTool(renderers=renderers, tooltips=_TOOLTIPS, formatters={"@wall": "datetime"}))
         legend = Div(text=self._legend_html(lines), name=f"legend:{key}", disable_math=True)
         self._figures[key] = fig
-        return column(legend, fig, sizing_mode="stretch_width")
+        return column(legend, fig, sizing_mode=self._look.stretch)
 
     def _style(self, line: _Line) -> tuple[str, str, str]:
         color = RUN_COLORS[self._runs.index(line.run) % len(RUN_COLORS)] if line.run in self._runs else "gray"

@@ -27,8 +27,9 @@ _LEVEL_COLORS = {"info": "#1f77b4", "warning": "#ff7f0e", "error": "#d62728"}
 class EventsPanel(Panel):
     """Recent events of the runs shown, newest first."""
 
-    def __init__(self, look: Look, label: Callable[[str], str]) -> None:
-        self._look, self._label = look, label
+    def __init__(self, look: Look, label: Callable[[str], str], most: int | None = None) -> None:
+        """``most`` events are listed (the newest; all kept, ``MAX_EVENTS``, when None), in a strip that scrolls."""
+        self._look, self._label, self._most = look, label, most
         self._runs: list[str] = []
         self._events: deque[Event] = deque(maxlen=MAX_EVENTS)
         self.div = Div(
@@ -59,7 +60,7 @@ class EventsPanel(Panel):
         if not self._events:
             self.div.text = f"<div style='color:{self._look.muted}'>{EMPTY_TEXT}</div>"
             return
-        items = [self._item(e) for e in reversed(self._events)]
+        items = [self._item(e) for e in list(reversed(self._events))[: self._most]]
         self.div.text = "<div style='max-height:240px;overflow-y:auto'>" + "".join(items) + "</div>"
 
     def _item(self, event: Event) -> str:

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 from bokeh.layouts import column, row
 from bokeh.models import ColumnDataSource, FactorRange, LinearColorMapper
-from bokeh.models.annotations import Slope
+from bokeh.models.annotations import Legend, LegendItem, Slope
+from bokeh.models.renderers import GlyphRenderer
 from bokeh.models.widgets import Slider
 from bokeh.palettes import Blues256, Category10_10
 from bokeh.plotting import figure
@@ -59,7 +60,9 @@ class PredictionsPanel(Panel):
         self.embedding = ColumnDataSource(
             data={"x": floats([]), "y": floats([]), "label": []}, name="predictions-embedding"
         )
-        self.slider = Slider(title="Sample", start=0, end=1, value=0, step=1, name="predictions-slider")
+        self.slider = Slider(
+            title="Sample", start=0, end=1, value=0, step=1, name="predictions-slider", visible=not look.fill
+        )
         self.slider.on_change("value", lambda _a, _o, _n: self._draw_sample())
         self._empty = empty_state(look, "predictions-empty", EMPTY_TEXT)
         self._class_figures = self._classification_layout()
@@ -70,7 +73,7 @@ class PredictionsPanel(Panel):
             self._class_figures,
             self._regression_figures,
             self._embedding_figure,
-            sizing_mode="stretch_width",
+            sizing_mode=look.stretch,
             name="predictions",
         )
         self._show(None)
@@ -88,6 +91,22 @@ class PredictionsPanel(Panel):
         mine = [p for p in batch.predictions if p.run == self._run]
         if mine:
             self._draw(mine[-1])
+
+    def has_data(self) -> bool:
+        return self._latest is not None
+
+    def advance(self) -> None:
+        """Show the next sample's probabilities (after the last, the first): the lab screen's turn."""
+        p = self._latest
+        if p is not None and p.task == "classification" and len(p.outputs):
+            self.slider.value = (int(self.slider.value) + 1) % len(p.outputs)
+
+    def caption(self) -> str:
+        p = self._latest
+        if p is None or p.task != "classification" or not len(p.outputs):
+            return ""
+        index = int(min(self.slider.value, len(p.outputs) - 1))
+        return f"sample {index} of {len(p.outputs)}"
 
     def _draw(self, predictions: Predictions) -> None:
         self._latest = predictions
@@ -155,28 +174,28 @@ class PredictionsPanel(Panel):
         self.residuals.data = {"left": floats(edges[:-1]), "right": floats(edges[1:]), "top": floats(counts)}
 
     def _classification_layout(self) -> Any:
-        h = round(260 * self._look.scale)
+        size, stretch = self._look.plot_size(260), self._look.stretch
         self._class_range = FactorRange()
         bars = figure(
             title="mean predicted probability vs true frequency",
             x_range=self._class_range,
-            height=h,
-            sizing_mode="stretch_width",
+            **size,
             tools="hover",
             tooltips=[("class", "@cls"), ("predicted", "@mean_prob{0.000}"), ("true", "@true_freq{0.000}")],
         )
-        bars.vbar(
-            x="cls", top="true_freq", width=0.8, source=self.classes, color=self._look.muted, alpha=0.5,
-            legend_label="true frequency",
+        truth = bars.vbar(
+            x="cls", top="true_freq", width=0.8, source=self.classes, color=self._look.muted, alpha=0.5
         )  # fmt: skip
-        bars.vbar(
-            x="cls", top="mean_prob", width=0.4, source=self.classes, color="#ff7f0e", legend_label="mean probability"
-        )
+        mean = bars.vbar(x="cls", top="mean_prob", width=0.4, source=self.classes, color="#ff7f0e")
+        # Above the plot, not in it: inside, it covered the last classes' bars.
+        renderers: list[GlyphRenderer[Any]] = [truth, mean]
+        labels = ("true frequency", "mean probability")
+        items = [LegendItem(label=label, renderers=[r]) for label, r in zip(labels, renderers, strict=True)]
+        bars.add_layout(Legend(items=items, orientation="horizontal", location="top_left"), "above")
         sample = figure(
             title="one sample's probabilities (green: true class)",
             x_range=self._class_range,
-            height=h,
-            sizing_mode="stretch_width",
+            **size,
             tools="",
         )
         sample.vbar(x="cls", top="prob", width=0.7, color="color", source=self.sample)
@@ -185,47 +204,40 @@ class PredictionsPanel(Panel):
             title="confusion matrix (rows: true, columns: predicted)",
             x_range=self._confusion_x,
             y_range=self._confusion_y,
-            height=h,
-            sizing_mode="stretch_width",
+            **size,
             tools="hover",
             tooltips=[("true", "@true"), ("predicted", "@pred"), ("count", "@count")],
         )
+        # Empty cells in the panel's own tone: white on a light page, dark blue on a dark one.
+        mapper = LinearColorMapper(palette=_confusion_palette(self._look), low=0)
         confusion.rect(
-            x="pred",
-            y="true",
-            width=1,
-            height=1,
-            source=self.confusion,
-            # Empty cells in the panel's own tone: white on a light page, dark blue on a dark one.
-            fill_color={"field": "count", "transform": LinearColorMapper(palette=_confusion_palette(self._look))},
-            line_color=None,
-        )
+            x="pred", y="true", width=1, height=1, source=self.confusion,
+            fill_color={"field": "count", "transform": mapper}, line_color=None,
+        )  # fmt: skip
         return column(
-            row(bars, column(self.slider, sample, sizing_mode="stretch_width"), confusion, sizing_mode="stretch_width"),
-            sizing_mode="stretch_width",
+            row(bars, column(self.slider, sample, sizing_mode=stretch), confusion, sizing_mode=stretch),
+            sizing_mode=stretch,
         )
 
     def _regression_layout(self) -> Any:
-        h = round(300 * self._look.scale)
+        size = self._look.plot_size(300)
         scatter = figure(
             title="y_true vs y_pred",
-            height=h,
-            sizing_mode="stretch_width",
+            **size,
             output_backend="webgl",
             x_axis_label="y_true",
             y_axis_label="y_pred",
         )
         scatter.scatter(x="y_true", y="y_pred", source=self.regression, size=4, alpha=0.5)
         scatter.add_layout(Slope(gradient=1, y_intercept=0, line_dash="dashed", line_color="#d62728"))
-        residual = figure(title="residuals (y_pred - y_true)", height=h, sizing_mode="stretch_width")
+        residual = figure(title="residuals (y_pred - y_true)", **size)
         residual.quad(left="left", right="right", top="top", bottom=0, source=self.residuals, alpha=0.8)
-        return row(scatter, residual, sizing_mode="stretch_width")
+        return row(scatter, residual, sizing_mode=self._look.stretch)
 
     def _embedding_plot(self) -> Any:
         fig = figure(
             title="embedding of the sample",
-            height=round(320 * self._look.scale),
-            sizing_mode="stretch_width",
+            **self._look.plot_size(320),
             output_backend="webgl",
         )
         fig.scatter(

@@ -51,6 +51,7 @@ class WeightsPanel(Panel):
         self._kept: dict[str, deque[Histogram]] = {}
         self._norms: dict[str, deque[tuple[float, float]]] = {}
         self.layer = Select(title="Tensor", options=[], value="", name="weights-layer", width=320)
+        self.layer.visible = not look.fill  # the lab screen shows each tensor in turn (``advance``)
         self.layer.on_change("value", lambda _a, _o, _n: self._redraw())
         self.current = ColumnDataSource(data=_bins([], []), name="weights-current")
         self.bands = ColumnDataSource(data={c: floats([]) for c in ("step", *BAND_COLUMNS)}, name="weights-bands")
@@ -63,10 +64,10 @@ class WeightsPanel(Panel):
             self._current_figure(look),
             self._bands_figure(look),
             self._heatmap_figure(look),
-            sizing_mode="stretch_width",
+            sizing_mode=look.stretch,
         )
-        self._body = column(self.layer, figures, self._norm_figure, sizing_mode="stretch_width", visible=False)
-        self.layout = column(self._empty, self._body, sizing_mode="stretch_width", name="weights")
+        self._body = column(self.layer, figures, self._norm_figure, sizing_mode=look.stretch, visible=False)
+        self.layout = column(self._empty, self._body, sizing_mode=look.stretch, name="weights")
 
     def reset(self, runs: Sequence[str]) -> None:
         self._run = runs[0] if runs else None
@@ -94,6 +95,19 @@ class WeightsPanel(Panel):
                 source.stream(_points(fresh[name]), rollover=NORM_KEEP)
         if fresh.keys() & {norm_name, ratio_name}:
             self._norm_figure.visible = True
+
+    def has_data(self) -> bool:
+        return bool(self._kept)
+
+    def advance(self) -> None:
+        """Choose the next tensor (after the last, the first): the lab screen shows each in turn."""
+        names = list(self.layer.options)
+        if names and isinstance(self.layer.value, str):
+            position = names.index(self.layer.value) if self.layer.value in names else -1
+            self.layer.value = names[(position + 1) % len(names)]
+
+    def caption(self) -> str:
+        return self.layer.value if isinstance(self.layer.value, str) else ""
 
     def _add_norms(self, messages: list[Scalars]) -> dict[str, list[tuple[float, float]]]:
         fresh: dict[str, list[tuple[float, float]]] = {}
@@ -167,8 +181,7 @@ class WeightsPanel(Panel):
     def _current_figure(self, look: Look) -> figure:
         fig = figure(
             title="current histogram",
-            height=round(260 * look.scale),
-            sizing_mode="stretch_width",
+            **look.plot_size(260),
             tools="pan,wheel_zoom,reset,hover",
         )
         fig.quad(left="left", right="right", top="top", bottom=0, source=self.current, alpha=0.8)
@@ -177,8 +190,7 @@ class WeightsPanel(Panel):
     def _bands_figure(self, look: Look) -> figure:
         fig = figure(
             title="distribution over steps",
-            height=round(260 * look.scale),
-            sizing_mode="stretch_width",
+            **look.plot_size(260),
             tools="pan,wheel_zoom,reset",
         )
         for (low, high), alpha in zip((("p0", "p100"), ("p7", "p93"), ("p16", "p84")), (0.15, 0.25, 0.35), strict=True):
@@ -189,8 +201,7 @@ class WeightsPanel(Panel):
     def _heatmap_figure(self, look: Look) -> figure:
         fig = figure(
             title="histogram over steps",
-            height=round(260 * look.scale),
-            sizing_mode="stretch_width",
+            **look.plot_size(260),
             tools="pan,wheel_zoom,reset",
         )
         mapper = LinearColorMapper(palette=Viridis256)
@@ -200,8 +211,7 @@ class WeightsPanel(Panel):
     def _norms_figure(self, look: Look) -> figure:
         fig = figure(
             title="norm (solid, left) and update ratio ||w_t - w_t-k|| / ||w_t|| (dashed, right)",
-            height=round(220 * look.scale),
-            sizing_mode="stretch_width",
+            **look.plot_size(220),
             tools="pan,wheel_zoom,reset,hover",
             name="weights-norms",
             visible=False,

@@ -1,0 +1,124 @@
+"""The lab screen (kiosk view): its pages in turn, one window high, with nothing to click.
+
+The first tests drive ``KioskStage`` with real panels and a clock passed in;
+the last opens ``/?kiosk=1`` in Chromium with a real producer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from monitor.dashboard.batch import Batch
+from monitor.dashboard.kiosk import MIN_SECONDS, KioskStage
+from monitor.dashboard.panels.curves import CurvesPanel
+from monitor.dashboard.panels.predictions import PredictionsPanel
+from monitor.dashboard.panels.weights import WeightsPanel
+from monitor.dashboard.theme import KIOSK
+from monitor.wire import Histogram, Predictions, Scalars
+from producers.client import Monitor
+from tests.dashboard.conftest import Viewer
+from tests.serving import ServerThread
+
+
+def _stage(seconds: float = 10.0) -> tuple[KioskStage, CurvesPanel, WeightsPanel, PredictionsPanel]:
+    curves, weights, predictions = CurvesPanel(KIOSK, str, kiosk=True), WeightsPanel(KIOSK), PredictionsPanel(KIOSK)
+    for panel in (curves, weights, predictions):
+        panel.reset(["r"])
+    return KioskStage(KIOSK, curves, [("Weights", weights), ("Predictions", predictions)], seconds), *(
+        curves, weights, predictions,
+    )  # fmt: skip
+
+
+def _scalars(names: list[str]) -> Scalars:
+    n = len(names)
+    return Scalars("r", 1, tuple(names), np.zeros(n, np.int64), np.zeros(n), np.arange(n, dtype=np.int64), np.ones(n))
+
+
+def _histogram(name: str) -> Histogram:
+    edges, counts = np.linspace(-1.0, 1.0, 5), np.array([1.0, 2.0, 3.0, 4.0])
+    return Histogram("r", 2, name, 0, 0.0, edges, counts, -1.0, 1.0, 0.0, 0.5, 10, 0)
+
+
+def _predictions(samples: int) -> Predictions:
+    outputs = np.full((samples, 2), 0.5)
+    return Predictions("r", 3, "validation", 0, 0.0, "classification", np.zeros(samples, np.int64), outputs)
+
+
+def _shown(stage: KioskStage, ticks: list[float]) -> list[str]:
+    shown = []
+    for now in ticks:
+        stage.tick(now)
+        shown.append(stage.shown)
+    return shown
+
+
+def test_pages_turn_after_their_time_and_panels_with_nothing_to_show_are_skipped() -> None:
+    stage, curves, weights, _predictions_panel = _stage(seconds=10)
+    curves.update(Batch.of([_scalars(["loss"])]))
+    assert _shown(stage, [0, 5, 10, 20]) == ["Training"] * 4  # nothing else to show: it stays
+    weights.update(Batch.of([_histogram("dense/kernel")]))
+    assert _shown(stage, [29, 30, 39, 40]) == ["Training", "Weights", "Weights", "Training"]
+    assert "▶ Training" in stage.indicator.text and "Weights" in stage.indicator.text
+    assert "Predictions" not in stage.indicator.text
+
+
+def test_each_visit_shows_the_next_tensor_and_sample_and_names_it() -> None:
+    stage, curves, weights, predictions = _stage(seconds=MIN_SECONDS)
+    curves.update(Batch.of([_scalars(["loss"])]))
+    weights.update(Batch.of([_histogram("a/kernel"), _histogram("b/kernel")]))
+    predictions.update(Batch.of([_predictions(samples=3)]))
+    seen = []
+    for now in range(0, 14, 2):  # Training, Weights, Predictions, Training, Weights, Predictions, Training
+        stage.tick(float(now))
+        seen.append((stage.shown, weights.caption(), predictions.caption()))
+    assert [s for s, _, _ in seen] == ["Training", "Weights", "Predictions"] * 2 + ["Training"]
+    assert [w for s, w, _ in seen if s == "Weights"] == ["a/kernel", "b/kernel"]
+    assert [p for s, _, p in seen if s == "Predictions"] == ["sample 0 of 3", "sample 1 of 3"]
+    stage.tick(14.0)
+    assert "▶ Weights</b>" in stage.indicator.text and "a/kernel" in stage.indicator.text  # after the last, the first
+    assert not weights.layer.visible and not predictions.slider.visible  # no controls on a lab screen
+
+
+def test_many_charts_are_shown_on_pages_of_even_size() -> None:
+    stage, curves, _weights, _predictions_panel = _stage(seconds=MIN_SECONDS)
+    names = ["loss", "accuracy", "learning_rate", "grad_norm", "alpha", "beta", "gamma", "delta"]
+    curves.update(Batch.of([_scalars(names)]))
+    assert curves.pages() == 2
+    grid = curves.layout.children[2]
+    shown = []
+    for now in (0.0, 2.0, 4.0):
+        stage.tick(now)
+        shown.append((stage.shown, len(grid.children), max(column for _, _, column in grid.children) + 1))
+    assert shown == [("Training 1/2", 4, 2), ("Training 2/2", 4, 2), ("Training 1/2", 4, 2)]
+
+
+def test_a_page_that_empties_gives_way_at_once() -> None:
+    stage, curves, weights, _predictions_panel = _stage(seconds=10)
+    curves.update(Batch.of([_scalars(["loss"])]))
+    weights.update(Batch.of([_histogram("dense/kernel")]))
+    assert _shown(stage, [0, 10]) == ["Training", "Weights"]
+    weights.reset(["another run"])  # a lab screen follows the newest run: its weights are not there yet
+    assert _shown(stage, [11]) == ["Training"]
+
+
+def test_the_lab_screen_fits_the_window_and_turns_its_pages(
+    server: ServerThread, viewers: Callable[..., Viewer], monitors: Callable[..., Monitor]
+) -> None:
+    monitor = monitors("screen")
+    for step in range(3):
+        monitor.log({"loss": 1.0 / (step + 1), "accuracy": 0.5, "lr": 0.1, "grad_norm": 2.0, "other": 1.0}, step=step)
+    monitor.histogram("dense/kernel", np.random.default_rng(0).normal(size=100), step=2)
+    monitor.predictions("validation", np.array([0, 1]), np.array([[0.9, 0.1], [0.3, 0.7]]), step=2)
+    viewer = viewers(server.url + "/?kiosk=1&cycle=2", viewport={"width": 1280, "height": 720})
+    viewer.wait_text("kiosk-pages", "▶ Weights")
+    viewer.wait_column_length("weights-current", "top", 1)  # the page shown has its data
+    viewer.wait_text("kiosk-pages", "▶ Predictions")
+    viewer.wait_column_length("predictions-classes", "mean_prob", 2)
+    viewer.wait_text("kiosk-pages", "▶ Training")
+    viewer.wait_column_length("scalars:screen:loss", "value", 3)
+    sizes = viewer.page.evaluate(
+        "() => [document.documentElement.scrollHeight, innerHeight, document.documentElement.scrollWidth, innerWidth]"
+    )
+    assert sizes[0] <= sizes[1] and sizes[2] <= sizes[3], sizes  # nothing below or beside the window
