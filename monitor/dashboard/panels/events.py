@@ -2,6 +2,9 @@
 
 Events are rare (a NaN, a checkpoint, a stall), so the strip is one ``Div``
 (``events``) re-rendered when events arrive, holding at most ``MAX_EVENTS``.
+Besides the producers' events it lists those the dashboard derives from the
+data (``monitor.dashboard.derived_events``): a series' first NaN or infinity,
+a run going stale and sending again.
 """
 
 from __future__ import annotations
@@ -14,22 +17,39 @@ from collections.abc import Callable, Sequence
 from bokeh.models.widgets import Div
 
 from monitor.dashboard.batch import Batch
+from monitor.dashboard.derived_events import EventDeriver, same_as_derived
+from monitor.dashboard.directory import RunDirectory
 from monitor.dashboard.history import RunHistory
 from monitor.dashboard.panels.base import Panel
 from monitor.dashboard.theme import Look
 from monitor.wire import Event, EventLevel, Finish
 
 MAX_EVENTS = 50
-EMPTY_TEXT = "No events yet: a run reports NaNs, checkpoints and stalls with <code>monitor.event('text')</code>."
+EMPTY_TEXT = (
+    "No events yet: NaN or infinite values and runs gone quiet show here by themselves; "
+    "a run adds its own (a checkpoint saved) with <code>monitor.event('text')</code>."
+)
 _LEVEL_COLORS = {"info": "#1f77b4", "warning": "#ff7f0e", "error": "#d62728"}
 
 
 class EventsPanel(Panel):
     """Recent events of the runs shown, newest first."""
 
-    def __init__(self, look: Look, label: Callable[[str], str], most: int | None = None) -> None:
-        """``most`` events are listed (the newest; all kept, ``MAX_EVENTS``, when None), in a strip that scrolls."""
+    def __init__(
+        self,
+        look: Look,
+        label: Callable[[str], str],
+        directory: RunDirectory,
+        stale_after: float,
+        most: int | None = None,
+    ) -> None:
+        """``most`` events are listed (the newest; all kept, ``MAX_EVENTS``, when None), in a strip that scrolls.
+
+        ``directory`` tells the runs' status (stale after ``stale_after`` s of silence) for the derived events.
+        """
         self._look, self._label, self._most = look, label, most
+        self._directory = directory
+        self._deriver = EventDeriver(stale_after)
         self._runs: list[str] = []
         self._events: deque[Event] = deque(maxlen=MAX_EVENTS)
         self.div = Div(
@@ -41,18 +61,27 @@ class EventsPanel(Panel):
     def reset(self, runs: Sequence[str]) -> None:
         self._runs = list(runs)
         self._events.clear()
+        self._deriver.reset()
         self._render()
 
     def load(self, history: RunHistory) -> None:
-        self._add(history.events)
+        self._add([*history.events, *self._deriver.from_history(history)])
 
     def update(self, batch: Batch) -> None:
         finishes = [_finish_event(f) for f in batch.finishes]
-        self._add([e for e in [*batch.events, *finishes] if e.run in self._runs])
+        derived = self._deriver.from_scalars([m for m in batch.scalars if m.run in self._runs])
+        self._add([e for e in [*batch.events, *finishes, *derived] if e.run in self._runs])
+
+    def tick(self, now: float) -> None:
+        derived = []
+        for run in self._runs:
+            derived += self._deriver.from_status(self._directory.get(run), self._directory.status(run, now), now)
+        self._add(derived)
 
     def _add(self, events: Sequence[Event]) -> None:
         if events:
             merged = sorted([*self._events, *events], key=lambda e: e.wall)
+            merged = [e for e in merged if not any(same_as_derived(p, e) for p in merged)]
             self._events = deque(merged[-MAX_EVENTS:], maxlen=MAX_EVENTS)
             self._render()
 
