@@ -120,8 +120,9 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerThread]:
-    thread = ServerThread(tmp_path / "store.sqlite", stale_after=30.0)
+def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ServerThread]:
+    """A real server on port 0; ``indirect`` params override its settings (e.g. ``{"stale_after": 1.0}``)."""
+    thread = ServerThread(tmp_path / "store.sqlite", **{"stale_after": 30.0, **getattr(request, "param", {})})
     thread.start()
     yield thread
     thread.stop()

@@ -6,8 +6,7 @@ server with a one-second stale time, a real ``Monitor``, the strip in Chromium.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -61,30 +60,22 @@ def test_a_run_going_stale_and_sending_again_are_events_once_each() -> None:
     assert deriver.from_status(None, None, 1700.0) == []
 
 
-@pytest.fixture
-def quick_server(tmp_path: Path) -> Iterator[ServerThread]:
-    """A server whose runs go stale after one second of silence."""
-    thread = ServerThread(tmp_path / "store.sqlite", stale_after=1.0)
-    thread.start()
-    yield thread
-    thread.stop()
-
-
+@pytest.mark.parametrize("server", [{"stale_after": 1.0}], indirect=True)  # runs go stale after 1 s
 def test_the_strip_shows_nan_stale_and_back_and_the_producers_own_nan_event_once(
-    quick_server: ServerThread, viewers: Callable[..., Viewer]
+    server: ServerThread, viewers: Callable[..., Viewer]
 ) -> None:
-    monitor = Monitor(url=quick_server.url, run="quiet", name="quiet", flush_interval=0.01)
+    monitor = Monitor(url=server.url, run="quiet", name="quiet", flush_interval=0.01)
     try:
         monitor.log({"loss": 1.0, "val_loss": float("nan")}, step=1)
         monitor.log({"loss": float("nan")}, step=4)
         monitor.event("loss is nan at step 4 - stopping training", level="error", step=4)  # as MonitorCallback
-        viewer = viewers(quick_server.url + "/?run=quiet")
+        viewer = viewers(server.url + "/?run=quiet")
         viewer.wait_text("events", "val_loss is nan at step 1")
         text = viewer.wait_text("events", "no data for 1s: stale")  # nothing sent for a second
         assert text.count("loss is nan at step 4") == 1 and "stopping training" in text
         monitor.log({"loss": 0.5}, step=5)
         viewer.wait_text("events", "data again after")
-        reopened = viewers(quick_server.url + "/?run=quiet")  # a page opened later derives them from history
+        reopened = viewers(server.url + "/?run=quiet")  # a page opened later derives them from history
         again = reopened.wait_text("events", "val_loss is nan at step 1")
         assert again.count("loss is nan at step 4") == 1
     finally:
