@@ -74,6 +74,8 @@ def test_curves_header_events_and_runs_show_pushed_values(
     monitor.finish()
     viewer.wait_text("header-status", "FINISHED")
     viewer.wait("() => __find('header-eta').text === ''")  # an ended run has no ETA
+    viewer.wait("() => __find('header-speed').text === ''")  # nor a speed: it is not going any more
+    assert viewer.text("header-step") == "step <b>24</b> / 1,000"  # it stopped early
     viewer.wait_text("events", "run finished")
     viewer.wait("() => __find('runs-table').data.status[0] === 'finished'")
     # On screen too: the row is patched in place (same rows), which BokehJS 3.9 alone does not redraw.
@@ -206,6 +208,19 @@ def test_closed_tab_leaves_the_hub(
     finally:
         context.close()
     wait_until(lambda: subscribers(server) == before, timeout=15, what="the closed tab to unsubscribe")
+
+
+def test_a_run_counting_from_zero_is_complete_at_its_last_step(
+    server: ServerThread, viewers: Callable[..., Viewer], monitors: Callable[..., Monitor]
+) -> None:
+    monitor = monitors("complete", config={"total_steps": 5})
+    for step in range(5):
+        monitor.log({"loss": 1.0}, step=step)
+    viewer = viewers(server.url + "/?run=complete")
+    viewer.wait_text("header-step", "<b>4</b> / 5")
+    monitor.finish()
+    viewer.wait_text("header-status", "FINISHED")
+    viewer.wait("() => __find('header-step').text === 'step <b>4</b>'")  # steps 0..4 are all 5: not "4 / 5"
 
 
 def test_kiosk_follows_a_newly_started_run(

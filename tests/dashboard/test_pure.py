@@ -17,6 +17,7 @@ from monitor.dashboard.history import RunHistory, after_history
 from monitor.dashboard.panels.curves import FLAT_SPAN, ROLLOVER, CurvesPanel
 from monitor.dashboard.patches import INLINE_BYTES, _InliningSerializer
 from monitor.dashboard.percentiles import histogram_percentiles, resample_counts
+from monitor.dashboard.progress import ETA_WINDOW, SPEED_WINDOW, Progress
 from monitor.dashboard.smoothing import ema
 from monitor.dashboard.theme import look_for
 from monitor.hub import Hub, HubMessage
@@ -179,3 +180,31 @@ def test_patches_inline_small_arrays_and_send_large_ones_as_buffers() -> None:
     assert isinstance(small["array"]["data"], str)
     assert not isinstance(large["array"]["data"], str) and not isinstance(image["array"]["data"], str)
     assert len(serializer.buffers) == 2
+
+
+def test_progress_counts_steps_done_from_zero_or_one() -> None:
+    zero, one = Progress(), Progress()
+    zero.note(np.arange(0, 300), np.arange(300.0))
+    one.note(np.arange(1, 301), np.arange(300.0))
+    assert (zero.step, zero.done()) == (299, 300)
+    assert (one.step, one.done()) == (300, 300)
+    late = Progress()  # a history loaded in two parts: the run's first step arrives after its newest
+    late.note(np.array([500, 900]), np.array([50.0, 90.0]))
+    late.note(np.array([0]), np.array([0.0]))
+    assert (late.step, late.done()) == (900, 901)
+
+
+def test_the_eta_rate_takes_in_pauses_every_epoch_without_jumping_at_each() -> None:
+    progress = Progress()
+    speeds, etas, wall, step = [], [], 0.0, 0
+    for _epoch in range(40):  # 50 s at 10 steps/s, then a 20 s validation pause
+        for _ in range(50):
+            wall, step = wall + 1.0, step + 10
+            progress.note(np.array([step]), np.array([wall]))
+            if wall > ETA_WINDOW + 100:
+                speeds.append(progress.rate(SPEED_WINDOW) or 0.0)
+                etas.append(progress.rate(ETA_WINDOW) or 0.0)
+        wall += 20.0
+    average = 500 / 70
+    assert min(etas) == pytest.approx(average, rel=0.05) and max(etas) == pytest.approx(average, rel=0.05)
+    assert max(speeds) / min(speeds) > 1.3  # the 30 s window swings with the pauses; the ETA's does not

@@ -15,11 +15,9 @@ from __future__ import annotations
 import html
 import math
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
 from bokeh.layouts import column, row
 from bokeh.models.widgets import Div, MultiChoice
 
@@ -27,11 +25,10 @@ from monitor.dashboard.batch import Batch
 from monitor.dashboard.directory import RunDirectory
 from monitor.dashboard.history import RunHistory
 from monitor.dashboard.panels.base import Array, Panel
+from monitor.dashboard.progress import ETA_WINDOW, SPEED_WINDOW, Progress
 from monitor.dashboard.theme import Look
 
 PROGRESS_REFRESH = 0.5
-SPEED_WINDOW = 30.0
-"""Seconds of producer time over which steps/s is measured."""
 _SAMPLE_RATE_NAMES = ("samples_per_sec", "samples_per_second", "samples/s", "examples_per_sec", "throughput")
 _TOTAL_KEYS = ("total_steps", "max_steps", "num_steps", "steps")
 NO_RUNS_TEXT = (
@@ -70,8 +67,7 @@ class HeaderPanel(Panel):
         self._look, self._directory, self._kiosk = look, directory, kiosk
         self._run: str | None = None
         self._seen_version = -1
-        self._progress: deque[tuple[float, int]] = deque()
-        self._step: int | None = None
+        self._progress = Progress()
         self._epoch: float | None = None
         self._sample_rate: float | None = None
         self._rendered_at = -math.inf
@@ -89,8 +85,8 @@ class HeaderPanel(Panel):
 
     def reset(self, runs: Sequence[str]) -> None:
         self._run = runs[0] if runs else None
-        self._progress.clear()
-        self._step = self._epoch = self._sample_rate = None
+        self._progress = Progress()
+        self._epoch = self._sample_rate = None
         if list(self.picker.value) != list(runs):
             self.picker.value = list(runs)
         self._seen_version = -1
@@ -100,8 +96,10 @@ class HeaderPanel(Panel):
         if history.run != self._run:
             return
         for name, series in history.scalars.items():
-            tail = max(0, len(series.steps) - 50)
-            self._note(name, series.steps[tail:], series.wall[tail:], series.values[tail:])
+            if len(series.wall):  # the points of the last ETA_WINDOW (the history holds at most ~2,000 per series)
+                recent = series.wall >= series.wall[-1] - ETA_WINDOW
+                self._note(name, series.steps[recent], series.wall[recent], series.values[recent], every=True)
+                self._progress.note(series.steps[:1], series.wall[:1])  # the run's first step, maybe older
         self._render_progress()
 
     def update(self, batch: Batch) -> None:
@@ -132,43 +130,32 @@ class HeaderPanel(Panel):
         self._set("age", f"last data {format_age(age)} ago" if age is not None else "no data yet")
         self._render_progress()
 
-    def _note(self, name: str, steps: Array, walls: Array, values: Array) -> None:
+    def _note(self, name: str, steps: Array, walls: Array, values: Array, every: bool = False) -> None:
         if not len(steps):
             return
         if name == "epoch":
             self._epoch = float(values[-1])
         elif name in _SAMPLE_RATE_NAMES:
             self._sample_rate = float(values[-1])
-        newer = np.flatnonzero(steps > self._step) if self._step is not None else np.arange(len(steps))
-        if not len(newer):
-            return
-        # The rate needs only the ends of its window: note the first and the newest new step,
-        # so a loaded history has a rate and a fast stream costs two entries per message.
-        newest = int(newer[np.argmax(steps[newer])])
-        for i in dict.fromkeys((int(newer[0]), newest)):
-            self._progress.append((float(walls[i]), int(steps[i])))
-        self._step = int(steps[newest])
-        while self._progress and self._progress[0][0] < self._progress[-1][0] - SPEED_WINDOW:
-            self._progress.popleft()
-
-    def _steps_per_second(self) -> float | None:
-        if len(self._progress) < 2:
-            return None
-        (w0, s0), (w1, s1) = self._progress[0], self._progress[-1]
-        return (s1 - s0) / (w1 - w0) if w1 > w0 and s1 >= s0 else None
+        self._progress.note(steps, walls, every)
 
     def _render_progress(self) -> None:
         self._rendered_at = time.monotonic()
         info = self._directory.get(self._run) if self._run else None
-        rate = self._steps_per_second()
+        status = self._directory.status(self._run) if self._run else None
+        running = status == "running"  # a stale or ended run has no speed and no ETA, not its last ones
         total = total_steps(info.config) if info else None
-        step = f"{self._step:,}" if self._step is not None else "-"
-        self._set("step", f"step <b>{step}</b>" + (f" / {total:,}" if total else ""))
+        step = f"{self._progress.step:,}" if self._progress.step is not None else "-"
+        complete = status == "finished" and total is not None and (self._progress.done() or 0) >= total
+        of_total = f" / {total:,}" if total and not complete else ""  # steps 0..299 of 300: not "299 / 300"
+        self._set("step", f"step <b>{step}</b>{of_total}")
         self._set("epoch", f"epoch <b>{self._epoch:g}</b>" if self._epoch is not None else "")
+        rate = self._progress.rate(SPEED_WINDOW) if running else None
         self._set("speed", self._speed_text(rate, info.config if info else {}))
-        running = info is not None and info.status in ("running", "stale")  # an ended run has no ETA
-        left = total - self._step if total and self._step is not None else 0
-        eta = left / rate if running and left > 0 and rate and rate > 0 else None
+        done = self._progress.done()
+        left = total - done if total and done is not None else 0
+        overall = self._progress.rate(ETA_WINDOW) if running else None
+        eta = left / overall if left > 0 and overall and overall > 0 else None
         self._set("eta", f"ETA <b>{format_age(eta)}</b>" if eta is not None else "")
 
     def _speed_text(self, rate: float | None, config: dict[str, Any]) -> str:
