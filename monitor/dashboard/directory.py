@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import Counter
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 
@@ -60,6 +61,8 @@ class RunDirectory:
         self._timer: PeriodicCallback | None = None
         self._loop: IOLoop | None = None
         self.version = 0
+        self._labels: dict[str, str] = {}
+        self._labels_version = -1
 
     def start(self) -> None:
         """Follow the hub and start reading the store; safe to call twice. On the loop."""
@@ -89,6 +92,13 @@ class RunDirectory:
         """All runs, newest first."""
         infos = sorted(self._runs.values(), key=lambda info: info.started, reverse=True)
         return [self._row(info) for info in infos]
+
+    def label(self, run: str) -> str:
+        """What to call a run on screen: its name, with its start time when another run has the same name."""
+        if self._labels_version != self.version:
+            self._labels = _labels(list(self._runs.values()))
+            self._labels_version = self.version
+        return self._labels.get(run, run)
 
     def get(self, run: str) -> RunInfo | None:
         """One run, if known."""
@@ -161,6 +171,19 @@ class RunDirectory:
             for name, value in values.items():
                 _update_best(self._bests.setdefault(run, {}), name, [value], dict(MAIN_METRICS)[name])
         self.version += 1
+
+
+def _labels(infos: list[RunInfo]) -> dict[str, str]:
+    """Each run's name; runs sharing a name get their start time (and the id, if that is shared too)."""
+    names = Counter(info.name or info.id for info in infos)
+    labels = {}
+    for info in infos:
+        name = info.name or info.id
+        labels[info.id] = (
+            name if names[name] < 2 else f"{name} · {time.strftime('%m-%d %H:%M:%S', time.localtime(info.started))}"
+        )
+    repeated = Counter(labels.values())
+    return {run: f"{label} · {run}" if repeated[label] > 1 else label for run, label in labels.items()}
 
 
 def _merged(stored: RunInfo, live: RunInfo | None) -> RunInfo:

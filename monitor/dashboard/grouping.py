@@ -28,13 +28,17 @@ _FIRST = ("loss", "accuracy", "acc")
 _LAST = (LEARNING_RATE, GRADIENT_NORM)
 
 
+def series_key(name: str) -> str:
+    """A series' name without its training or validation prefix, e.g. ``"val_loss"`` -> ``"loss"``."""
+    for prefix in _SPLIT_PREFIXES:
+        if name.lower().startswith(prefix) and len(name) > len(prefix):
+            return name[len(prefix) :]
+    return name
+
+
 def chart_key(name: str) -> str:
     """The chart a scalar belongs on, e.g. ``"val_loss"`` -> ``"loss"``."""
-    base = name
-    for prefix in _SPLIT_PREFIXES:
-        if base.lower().startswith(prefix) and len(base) > len(prefix):
-            base = base[len(prefix) :]
-            break
+    base = series_key(name)
     head = base.split("/", 1)[0]
     base = head if head else base
     return _ALIASES.get(base.lower(), base)

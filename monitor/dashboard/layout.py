@@ -34,10 +34,12 @@ the same server.
 
 from __future__ import annotations
 
+import html
 from collections.abc import Callable
 
 from bokeh.layouts import column
 from bokeh.models import Column, LayoutDOM, TabPanel, Tabs
+from bokeh.models.ui import UIElement
 from bokeh.models.widgets import Div
 
 from monitor.dashboard.directory import RunDirectory
@@ -78,14 +80,10 @@ class PanelSet:
         *,
         kiosk_seconds: float = DEFAULT_SECONDS,
     ) -> None:
-        def label(run: str) -> str:
-            info = directory.get(run)
-            return (info.name if info else "") or run
-
         self._look = look
         self.header = HeaderPanel(look, directory, on_pick, kiosk)
-        self.curves = CurvesPanel(look, label, kiosk)
-        self.events = EventsPanel(look, label, directory, stale_after, most=KIOSK_EVENTS if kiosk else None)
+        self.curves = CurvesPanel(look, directory.label, kiosk)
+        self.events = EventsPanel(look, directory.label, directory, stale_after, most=KIOSK_EVENTS if kiosk else None)
         self.stage: KioskStage | None = None
         self._kiosk_seconds = kiosk_seconds
         self.on_built: Callable[[Panel], None] = lambda _panel: None
@@ -102,6 +100,7 @@ class PanelSet:
         self._tab_panels: list[Panel | None] = [self.curves, *(None for _ in self._later)]
         self.heartbeat = Div(text="0", visible=False, name="heartbeat")
         self._placeholders = [_placeholder() for _ in self._titles]
+        self._primary = Div(text="", visible=False, sizing_mode="stretch_width", name="primary-run", disable_math=True)
         self._holders: list[Column] = []
         self._tabs: Tabs | None = None
         self._shown = 0
@@ -150,9 +149,21 @@ class PanelSet:
             self._build(index)
         for i, holder in enumerate(self._holders):
             panel = self._tab_panels[i] if i == index else None
-            wanted = panel.layout if panel is not None else self._placeholders[i]
-            if holder.children[0] is not wanted:
-                holder.children = [wanted]  # not TabPanel.child: BokehJS 3.9 then draws the tab blank
+            wanted: list[UIElement] = [panel.layout] if panel is not None else [self._placeholders[i]]
+            if panel is not None and self._titles[i] in PRIMARY_ONLY:
+                wanted.insert(0, self._primary)
+            if list(holder.children) != wanted:
+                holder.children = wanted  # not TabPanel.child: BokehJS 3.9 then draws the tab blank
+
+    def showing(self, runs: list[str], label: Callable[[str], str]) -> None:
+        """Note the runs shown: tabs that show only the first say so when there are more (desk view)."""
+        self._primary.visible = len(runs) > 1
+        if runs:
+            self._primary.text = (
+                f"<div style='color:{self._look.muted};padding:4px 0'>Comparing {len(runs)} runs: this tab shows "
+                f"<b style='color:{self._look.text}'>{html.escape(label(runs[0]))}</b>, the first picked; "
+                "the Training tab overlays them all.</div>"
+            )
 
     def _kiosk_roots(self) -> list[LayoutDOM]:
         for index, panel in enumerate(self._tab_panels):
@@ -164,6 +175,8 @@ class PanelSet:
         return [self.header.layout, self.stage.layout, self.events.layout, self.heartbeat]
 
 
+PRIMARY_ONLY = frozenset({"Weights", "Predictions", "Data", "Model"})
+"""Tabs that show the first picked run only (the curves overlay every run; the Runs tab lists them all)."""
 KIOSK_EVENTS = 3
 """Events the lab screen lists (the newest), so the stage keeps the window's height."""
 

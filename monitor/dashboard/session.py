@@ -155,6 +155,7 @@ class DashboardSession:
         self._late.clear()
         self._loading = {run: [] for run in runs}
         self.feed.follow(runs)
+        self.panels.showing(runs, self._directory.label)
         for panel in self.panels.all():
             panel.reset(runs)
         for run in runs:

@@ -12,13 +12,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from bokeh.core.enums import SizingModeType as SizingMode
-from bokeh.palettes import Category10_10
+from bokeh.palettes import Category10_10, Category20_20
 from bokeh.themes import Theme
 
 from monitor.store.base import RunStatus
 
 RUN_COLORS: tuple[str, ...] = tuple(Category10_10)
 """One colour per compared run, in the order the runs are picked."""
+SERIES_COLORS: tuple[str, ...] = tuple(Category20_20[0::2] + Category20_20[1::2])
+"""One colour per series of a chart when one run is shown: the ten strong colours, then their light tints."""
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,7 @@ class Look:
     def plot_size(self, height: int) -> dict[str, Any]:
         """A figure's size arguments: ``height`` (scaled) and the width given, or all the room given if ``fill``."""
         if self.fill:
-            return {"sizing_mode": "stretch_both", "min_height": round(100 * self.scale)}
+            return {"sizing_mode": "stretch_both", "min_height": round(80 * self.scale)}
         return {"sizing_mode": "stretch_width", "height": round(height * self.scale)}
 
     def bokeh_theme(self) -> Theme:
@@ -98,11 +100,19 @@ def widget_css(look: Look) -> str:
         f".bk-slider-title, .bk-input-group label {{ color: {look.text}; }}"
         f".slick-header-columns, .slick-header-column, .slick-row, .slick-cell {{ {base} }}"
         f".slick-row.odd .slick-cell {{ background-color: {look.background}; }}"
-        f".slick-cell.selected, .slick-row.active .slick-cell {{ {selected} }}"
+        + selection_css(look)
+        + f".slick-row.active .slick-cell {{ {selected} }}"
         f".bk-header {{ border-color: {look.grid}; }}"
         f".bk-tab {{ color: {look.muted}; border-color: {look.grid}; }}"
         f".bk-tab.bk-active {{ {base} }}"
     )
+
+
+def selection_css(look: Look) -> str:
+    """Selected table rows (the runs compared) in a blue that stands out from the zebra stripes."""
+    tint = "#1f4e79" if look.dark else "#cfe3f7"
+    rule = f"background-color: {tint}; color: {look.text}; font-weight: 600;"
+    return f".slick-row .slick-cell.selected, .slick-row.odd .slick-cell.selected {{ {rule} }}"  # over the stripes
 
 
 def _theme_json(look: Look) -> dict[str, Any]:
@@ -112,7 +122,7 @@ def _theme_json(look: Look) -> dict[str, Any]:
         "major_label_text_font_size": look.px(12), "axis_label_text_font_size": look.px(13),
         "axis_line_color": look.muted, "major_tick_line_color": look.muted, "minor_tick_line_color": look.muted,
     }  # fmt: skip
-    widgets = {"stylesheets": [widget_css(look)]} if look.dark else {}
+    widgets = {"stylesheets": [widget_css(look) if look.dark else selection_css(look)]}
     return {
         "attrs": {
             "Widget": widgets, "Tabs": widgets,

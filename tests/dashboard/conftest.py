@@ -44,7 +44,7 @@ SHOWN_JS = """() => {
   const tabs = __find('tabs');
   if (tabs === null) return true;  // the kiosk view and the viewer-limit page have no tabs
   const holder = tabs.tabs[tabs.active].child;
-  return holder.children.length === 1 && holder.children[0].name !== 'tab-placeholder';
+  return holder.children.length > 0 && holder.children.every((c) => c.name !== 'tab-placeholder');
 }"""
 SHOW_JS = """(title) => {
   const tabs = __find('tabs');

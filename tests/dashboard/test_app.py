@@ -115,6 +115,9 @@ def test_run_switch_and_compare(
     assert viewer.wait_column_length("scalars:first:loss", "value", 2) == [1.0, 0.5]
     viewer.show("Runs")
     viewer.wait("() => __find('runs-table').selected.indices.length === 2")
+    viewer.show("Weights")  # a tab that shows one run says which, and that the curves show both
+    note = viewer.wait("() => { const m = __find('primary-run'); return m && m.visible ? m.text : null }")
+    assert "Comparing 2 runs" in note and "<b" in note and ">first</b>" in note
 
     viewer.show("Training")
     viewer.page.evaluate(SELECT_JS, ["second"])

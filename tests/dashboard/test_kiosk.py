@@ -103,22 +103,35 @@ def test_a_page_that_empties_gives_way_at_once() -> None:
     assert _shown(stage, [11]) == ["Training"]
 
 
+SIZES_JS = """(name) => new Promise((resolve) => {
+  const model = __find(name);
+  const view = model === null ? undefined : [...Bokeh.index.find(model)][0];
+  if (view === undefined || !view.el.isConnected || view.el.getBoundingClientRect().height === 0) return resolve(null);
+  const root = document.documentElement;  // measured once the chart is laid out and the next frame drawn
+  requestAnimationFrame(() => requestAnimationFrame(() =>
+    resolve([root.scrollWidth, root.scrollHeight, innerWidth, innerHeight])));
+})"""
+
+
 def test_the_lab_screen_fits_the_window_and_turns_its_pages(
     server: ServerThread, viewers: Callable[..., Viewer], monitors: Callable[..., Monitor]
 ) -> None:
     monitor = monitors("screen")
+    tensors = [f"block{i}/very_long_layer_name_{i}/kernel" for i in range(8)]  # legends longer than a chart
+    per_tensor = {f"{kind}/{t}": 1.0 for kind in ("weights_norm", "update_ratio") for t in tensors}
     for step in range(3):
-        monitor.log({"loss": 1.0 / (step + 1), "accuracy": 0.5, "lr": 0.1, "grad_norm": 2.0, "other": 1.0}, step=step)
+        scalars = {"loss": 1.0 / (step + 1), "accuracy": 0.5, "lr": 0.1, "grad_norm": 2.0, "other": 1.0}
+        monitor.log({**scalars, **per_tensor}, step=step)  # 7 charts: two pages
     monitor.histogram("dense/kernel", np.random.default_rng(0).normal(size=100), step=2)
     monitor.predictions("validation", np.array([0, 1]), np.array([[0.9, 0.1], [0.3, 0.7]]), step=2)
-    viewer = viewers(server.url + "/?kiosk=1&cycle=2", viewport={"width": 1280, "height": 720})
-    viewer.wait_text("kiosk-pages", "▶ Weights")
-    viewer.wait_column_length("weights-current", "top", 1)  # the page shown has its data
-    viewer.wait_text("kiosk-pages", "▶ Predictions")
-    viewer.wait_column_length("predictions-classes", "mean_prob", 2)
-    viewer.wait_text("kiosk-pages", "▶ Training")
-    viewer.wait_column_length("scalars:screen:loss", "value", 3)
-    sizes = viewer.page.evaluate(
-        "() => [document.documentElement.scrollHeight, innerHeight, document.documentElement.scrollWidth, innerWidth]"
-    )
-    assert sizes[0] <= sizes[1] and sizes[2] <= sizes[3], sizes  # nothing below or beside the window
+    viewer = viewers(server.url + "/?kiosk=1&cycle=2", viewport={"width": 1024, "height": 720})
+    shown = {  # each page, and a model it shows that is laid out once the page is
+        "▶ Training 1/2": "chart:loss",
+        "▶ Training 2/2": "chart:weights_norm",
+        "▶ Weights": "weights-current-figure",
+        "▶ Predictions": "predictions-confusion-figure",
+    }
+    for page, name in shown.items():
+        viewer.wait_text("kiosk-pages", page, timeout=30_000)
+        width, height, window_width, window_height = viewer.wait(SIZES_JS, name)
+        assert width <= window_width and height <= window_height, (page, width, height)  # nothing off the window

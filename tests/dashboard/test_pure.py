@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -11,6 +12,7 @@ from bokeh.models import DataRange1d
 
 from monitor.dashboard.batch import Batch
 from monitor.dashboard.dag import layer_of, layered_layout
+from monitor.dashboard.directory import _labels
 from monitor.dashboard.feed import Feed
 from monitor.dashboard.grouping import group_metrics, is_validation
 from monitor.dashboard.history import RunHistory, after_history
@@ -21,7 +23,7 @@ from monitor.dashboard.progress import ETA_WINDOW, SPEED_WINDOW, Progress
 from monitor.dashboard.smoothing import ema
 from monitor.dashboard.theme import look_for
 from monitor.hub import Hub, HubMessage
-from monitor.store.base import ScalarSeries
+from monitor.store.base import RunInfo, ScalarSeries
 from monitor.wire import Event, Hello, Scalars
 
 
@@ -208,3 +210,47 @@ def test_the_eta_rate_takes_in_pauses_every_epoch_without_jumping_at_each() -> N
     average = 500 / 70
     assert min(etas) == pytest.approx(average, rel=0.05) and max(etas) == pytest.approx(average, rel=0.05)
     assert max(speeds) / min(speeds) > 1.3  # the 30 s window swings with the pauses; the ETA's does not
+
+
+def _line_colors(panel: CurvesPanel, chart: str) -> dict[str, str]:
+    """Label -> colour of each smoothed line of ``chart`` (the raw line under it has no name)."""
+    renderers = panel._figures[chart].renderers
+    return {r.name: r.glyph.line_color for r in renderers if r.name}
+
+
+def _each(run: str, names: tuple[str, ...]) -> Scalars:
+    """One point of each of ``names`` at step 0."""
+    n = len(names)
+    return Scalars(run, 1, names, np.zeros(n, np.int64), np.zeros(n), np.arange(n, dtype=np.int64), np.ones(n))
+
+
+def test_one_run_colours_each_series_and_compared_runs_colour_each_run() -> None:
+    names = ("loss", "val_loss", "weights_norm/a", "weights_norm/b", "weights_norm/c")
+    single = CurvesPanel(look_for(False, dark=False), str)
+    single.reset(["r"])
+    single.update(Batch.of([_each("r", names)]))
+    loss = _line_colors(single, "loss")
+    assert loss["loss"] == loss["val_loss"]  # a metric and its validation share a colour (val is dashed)
+    norms = _line_colors(single, "weights_norm")
+    assert len(set(norms.values())) == 3, norms  # one colour per tensor, not the run's for all
+    compared = CurvesPanel(look_for(False, dark=False), str)
+    compared.reset(["r", "s"])
+    compared.update(Batch.of([_each("r", names[2:4]), _each("s", names[2:4])]))
+    by_run = _line_colors(compared, "weights_norm")
+    assert by_run["r · weights_norm/a"] == by_run["r · weights_norm/b"] != by_run["s · weights_norm/a"]
+
+
+def test_runs_sharing_a_name_are_told_apart_by_start_time_then_id() -> None:
+    at = time.mktime((2026, 11, 29, 14, 58, 21, 0, 0, -1))
+    infos = [
+        RunInfo("a1", "digits", "", "running", at, at),
+        RunInfo("a2", "digits", "", "running", at + 60, at + 60),
+        RunInfo("b", "other", "", "running", at, at),
+        RunInfo("c1", "", "", "running", at, at),
+        RunInfo("twin1", "twin", "", "running", at, at),
+        RunInfo("twin2", "twin", "", "running", at, at),
+    ]
+    assert _labels(infos) == {
+        "a1": "digits · 11-29 14:58:21", "a2": "digits · 11-29 14:59:21", "b": "other", "c1": "c1",
+        "twin1": "twin · 11-29 14:58:21 · twin1", "twin2": "twin · 11-29 14:58:21 · twin2",
+    }  # fmt: skip

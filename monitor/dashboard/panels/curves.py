@@ -34,11 +34,11 @@ from bokeh.models.widgets import Div, RadioButtonGroup, Slider
 from bokeh.plotting import figure
 
 from monitor.dashboard.batch import Batch
-from monitor.dashboard.grouping import chart_key, group_metrics, is_validation
+from monitor.dashboard.grouping import chart_key, group_metrics, is_validation, series_key
 from monitor.dashboard.history import RunHistory
 from monitor.dashboard.panels.base import Array, Panel, empty_state, floats
 from monitor.dashboard.smoothing import EmaState, ema
-from monitor.dashboard.theme import RUN_COLORS, Look
+from monitor.dashboard.theme import RUN_COLORS, SERIES_COLORS, Look
 from monitor.wire import Scalars
 
 ROLLOVER = 10_000
@@ -272,19 +272,38 @@ class CurvesPanel(Panel):
             steady_y_labels(fig)
         x = "wall" if by_time else "step"
         lines = [line for line in self._lines.values() if chart_key(line.name) == key]
-        renderers: list[DataRenderer] = [self._draw(fig, line, x) for line in lines]
+        colors = self._colors(lines)
+        renderers: list[DataRenderer] = [self._draw(fig, line, x, colors) for line in lines]
         fig.add_tools(HoverTool(renderers=renderers, tooltips=_TOOLTIPS, formatters={"@wall": "datetime"}))
-        legend = Div(text=self._legend_html(lines), name=f"legend:{key}", disable_math=True)
+        legend = Div(text=self._legend_html(lines, colors), name=f"legend:{key}", disable_math=True)
         self._figures[key] = fig
-        return column(legend, fig, sizing_mode=self._look.stretch)
+        chart = column(legend, fig, sizing_mode=self._look.stretch)
+        if self._look.fill:  # its legend's one line may not widen the chart's grid column beyond its share
+            legend.sizing_mode = "stretch_width"
+            legend.styles = {"min-width": "0", "overflow": "hidden"}
+            chart.styles = {"min-width": "0", "overflow": "hidden"}
+        return chart
 
-    def _style(self, line: _Line) -> tuple[str, str, str]:
-        color = RUN_COLORS[self._runs.index(line.run) % len(RUN_COLORS)] if line.run in self._runs else "gray"
+    def _colors(self, lines: list[_Line]) -> dict[tuple[str, str], str]:
+        """Each line's colour: its run's when runs are compared, else its series' (a metric and its val_ share one).
+
+        With one run shown, every tensor of a per-tensor chart (``weights_norm/...``) had the run's colour.
+        """
+        if len(self._runs) > 1:
+            return {(line.run, line.name): _run_color(self._runs, line.run) for line in lines}
+        keys = sorted({series_key(line.name) for line in lines})
+        return {
+            (line.run, line.name): SERIES_COLORS[keys.index(series_key(line.name)) % len(SERIES_COLORS)]
+            for line in lines
+        }
+
+    def _style(self, line: _Line, colors: dict[tuple[str, str], str]) -> tuple[str, str, str]:
+        color = colors.get((line.run, line.name), "gray")
         dash = "dashed" if is_validation(line.name) else "solid"
         label = line.name if len(self._runs) < 2 else f"{self._label(line.run)} · {line.name}"
         return color, dash, label
 
-    def _legend_html(self, lines: list[_Line]) -> str:
+    def _legend_html(self, lines: list[_Line], colors: dict[tuple[str, str], str]) -> str:
         """The chart's legend as HTML beside the plot.
 
         Not Bokeh's ``Legend``: BokehJS 3.9 rebuilds a legend's DOM whenever
@@ -292,17 +311,23 @@ class CurvesPanel(Panel):
         per chart kept the page busy restyling.
         """
         items = []
-        for color, dash, label in sorted((self._style(line) for line in lines), key=lambda style: style[2]):
+        for color, dash, label in sorted((self._style(line, colors) for line in lines), key=lambda style: style[2]):
             swatch = f"display:inline-block;width:22px;border-top:3px {dash} {color};margin:0 6px 3px 0"
             item = f"<span style='{swatch}'></span>{html.escape(label)}"
             items.append(f"<span style='margin-right:16px;white-space:nowrap'>{item}</span>")
-        size = self._look.px(12)
-        return f"<div style='font-size:{size};color:{self._look.text}'>{''.join(items)}</div>"
+        style = f"font-size:{self._look.px(12)};color:{self._look.text}"
+        if self._look.fill:  # one line, cut at the edge: the chart below keeps the window's height
+            style += ";white-space:nowrap;overflow:hidden;text-overflow:ellipsis"
+        return f"<div style='{style}'>{''.join(items)}</div>"
 
-    def _draw(self, fig: figure, line: _Line, x: str) -> GlyphRenderer[Any]:
-        color, dash, label = self._style(line)
+    def _draw(self, fig: figure, line: _Line, x: str, colors: dict[tuple[str, str], str]) -> GlyphRenderer[Any]:
+        color, dash, label = self._style(line, colors)
         fig.line(x, "value", source=line.source, color=color, alpha=0.25, line_dash=dash)
         return fig.line(x, "smooth", source=line.source, color=color, line_width=2, line_dash=dash, name=label)
+
+
+def _run_color(runs: list[str], run: str) -> str:
+    return RUN_COLORS[runs.index(run) % len(RUN_COLORS)] if run in runs else "gray"
 
 
 def steady_y_labels(fig: figure) -> None:

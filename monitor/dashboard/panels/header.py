@@ -79,6 +79,7 @@ class HeaderPanel(Panel):
         self.divs = {n: Div(text="", name=f"header-{n}", styles=self._style(n), disable_math=True) for n in names}
         self.divs["run"].text = NO_RUNS_TEXT
         stats = row(*(self.divs[n] for n in names[2:]), sizing_mode="stretch_width")
+        stats.styles = {"flex-wrap": "wrap"}  # a narrow window takes the values on two lines, not off its edge
         self.layout = column(
             row(self.divs["status"], self.divs["run"], self.picker), stats, sizing_mode="stretch_width", name="header"
         )
@@ -114,7 +115,7 @@ class HeaderPanel(Panel):
     def tick(self, now: float) -> None:
         if self._directory.version != self._seen_version:
             self._seen_version = self._directory.version
-            self.picker.options = [(r.info.id, r.info.name or r.info.id) for r in self._directory.rows()]
+            self.picker.options = [(r.info.id, self._directory.label(r.info.id)) for r in self._directory.rows()]
         info = self._directory.get(self._run) if self._run else None
         status = self._directory.status(self._run, now) if self._run else None
         self._set("status", self._badge(status))
@@ -127,7 +128,10 @@ class HeaderPanel(Panel):
                 f"<span style='color:{self._look.muted}'>{html.escape(info.project if info else '')}</span>",
             )
         age = now - info.last_seen if info else None
-        self._set("age", f"last data {format_age(age)} ago" if age is not None else "no data yet")
+        text = f"last data {format_age(age)} ago" if age is not None else "no data yet"
+        if status == "stale":  # in the badge's colour, so a silent run reads as one across a room
+            text = f"<span style='color:{self._look.status_color(status)};font-weight:700'>{text}</span>"
+        self._set("age", text)
         self._render_progress()
 
     def _note(self, name: str, steps: Array, walls: Array, values: Array, every: bool = False) -> None:

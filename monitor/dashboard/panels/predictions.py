@@ -177,7 +177,7 @@ class PredictionsPanel(Panel):
         size, stretch = self._look.plot_size(260), self._look.stretch
         self._class_range = FactorRange()
         bars = figure(
-            title="mean predicted probability vs true frequency",
+            title="mean probability vs true frequency",
             x_range=self._class_range,
             **size,
             tools="hover",
@@ -193,7 +193,7 @@ class PredictionsPanel(Panel):
         items = [LegendItem(label=label, renderers=[r]) for label, r in zip(labels, renderers, strict=True)]
         bars.add_layout(Legend(items=items, orientation="horizontal", location="top_left"), "above")
         sample = figure(
-            title="one sample's probabilities (green: true class)",
+            title="one sample (green: true class)",
             x_range=self._class_range,
             **size,
             tools="",
@@ -201,12 +201,13 @@ class PredictionsPanel(Panel):
         sample.vbar(x="cls", top="prob", width=0.7, color="color", source=self.sample)
         self._confusion_x, self._confusion_y = FactorRange(), FactorRange()
         confusion = figure(
-            title="confusion matrix (rows: true, columns: predicted)",
+            title="confusion (rows true, columns predicted)",
             x_range=self._confusion_x,
             y_range=self._confusion_y,
             **size,
             tools="hover",
             tooltips=[("true", "@true"), ("predicted", "@pred"), ("count", "@count")],
+            name="predictions-confusion-figure",
         )
         # Empty cells in the panel's own tone: white on a light page, dark blue on a dark one.
         mapper = LinearColorMapper(palette=_confusion_palette(self._look), low=0)

@@ -36,6 +36,7 @@ BAND_ROLLOVER = 2000
 GRID_BINS = 64
 NORM_KEEP = 2000
 """Norm and update-ratio points kept per tensor."""
+_NORM_AND_RATIO_TITLE = "norm (solid, left) and update ratio ||w_t - w_t-k|| / ||w_t|| (dashed, right)"
 _NORM_PREFIXES = ("weights_norm/", "gradients_norm/", "norm/", "update_ratio/")
 EMPTY_TEXT = (
     "No weight histograms yet: send them with <code>monitor.histogram('dense/kernel', weights)</code> "
@@ -95,6 +96,8 @@ class WeightsPanel(Panel):
                 source.stream(_points(fresh[name]), rollover=NORM_KEEP)
         if fresh.keys() & {norm_name, ratio_name}:
             self._norm_figure.visible = True
+        if ratio_name in fresh:
+            self._title_norms(has_ratio=True)
 
     def has_data(self) -> bool:
         return bool(self._kept)
@@ -126,6 +129,14 @@ class WeightsPanel(Panel):
         norm, ratio = self._norms.get(norm_name, ()), self._norms.get(ratio_name, ())
         self.norm.data, self.ratio.data = _points(norm), _points(ratio)
         self._norm_figure.visible = bool(norm or ratio)
+        self._title_norms(has_ratio=bool(ratio))
+
+    def _title_norms(self, has_ratio: bool) -> None:
+        """Name only what the chart draws: a gradient has a norm and no update ratio."""
+        title = _NORM_AND_RATIO_TITLE if has_ratio else "norm"
+        current = self._norm_figure.title
+        if current is not None and not isinstance(current, str) and current.text != title:
+            current.text = title
 
     def _add(self, histograms: list[Histogram], live: bool) -> None:
         if not histograms:
@@ -183,6 +194,7 @@ class WeightsPanel(Panel):
             title="current histogram",
             **look.plot_size(260),
             tools="pan,wheel_zoom,reset,hover",
+            name="weights-current-figure",
         )
         fig.quad(left="left", right="right", top="top", bottom=0, source=self.current, alpha=0.8)
         return fig
@@ -210,7 +222,7 @@ class WeightsPanel(Panel):
 
     def _norms_figure(self, look: Look) -> figure:
         fig = figure(
-            title="norm (solid, left) and update ratio ||w_t - w_t-k|| / ||w_t|| (dashed, right)",
+            title=_NORM_AND_RATIO_TITLE,
             **look.plot_size(220),
             tools="pan,wheel_zoom,reset,hover",
             name="weights-norms",
