@@ -324,6 +324,9 @@ def test_weights_predictions_data_and_model_panels_show_pushed_values(
     viewer.page.evaluate("() => { __find('data-summary-select').value = 'train/pixels' }")
     viewer.wait("() => __find('data-feature-select').value === 'intensity'")
     assert sum(viewer.column("data-feature", "top") or []) == 50
+    viewer.wait("() => __find('data-no-labels').visible")  # no labels: a note, not two empty frames
+    viewer.page.evaluate("() => { __find('data-summary-select').value = 'train' }")
+    viewer.wait("() => !__find('data-no-labels').visible")
     viewer.show("Model")
     assert viewer.wait_column_length("model-nodes", "name", 2) == ["input", "dense"]
     assert viewer.column("model-nodes", "y") == [0.0, -1.0]

@@ -35,6 +35,10 @@ EMPTY_TEXT = (
     "No data summary yet: call <code>monitor.data_summary(x_train, y_train)</code> "
     "or pass <code>data=(x_train, y_train)</code> to <code>MonitorCallback</code>."
 )
+NO_LABELS_TEXT = (
+    "No class labels in this summary: a regression target, or no labels sent "
+    "(<code>monitor.data_summary(x, labels=y)</code>)."
+)
 _PALETTE = list(Category10_10)
 
 
@@ -107,6 +111,9 @@ class DataPanel(Panel):
             self.x.value = columns[0] if columns else ""
             self.y.value = columns[min(1, len(columns) - 1)] if columns else ""
         labels = list(summary.label_names)
+        has_labels = summary.label_counts is not None and bool(labels)
+        self._bars.visible = self._pie.visible = has_labels  # not two empty frames (a regression target)
+        self._no_labels.visible = not has_labels
         self._label_range.factors = labels
         self.labels.data = _label_columns(
             labels, summary.label_counts if summary.label_counts is not None else floats([])
@@ -143,6 +150,7 @@ class DataPanel(Panel):
             tooltips=[("label", "@label"), ("count", "@count")],
         )
         bars.vbar(x="label", top="count", width=0.8, color="color", source=self.labels)
+        self._bars = bars
         pie = figure(
             title="label share",
             height=h,
@@ -154,6 +162,11 @@ class DataPanel(Panel):
         )
         pie.wedge(x=0, y=0, radius=1.0, start_angle="start", end_angle="end", color="color", source=self.labels)
         pie.axis.visible, pie.grid.visible = False, False
+        self._pie = pie
+        self._no_labels = empty_state(look, "data-no-labels", NO_LABELS_TEXT)
+        self._no_labels.visible = False
+        self._no_labels.sizing_mode = "fixed"
+        self._no_labels.width = round(260 * look.scale)
         scatter = figure(title="sample: two features", height=h, sizing_mode="stretch_width", output_backend="webgl")
         scatter.scatter(
             x="x",
@@ -165,7 +178,7 @@ class DataPanel(Panel):
         )
         return column(
             row(self.summary, self.feature, self.x, self.y),
-            row(hist, bars, pie, scatter, sizing_mode="stretch_width"),
+            row(hist, bars, pie, self._no_labels, scatter, sizing_mode="stretch_width"),
             sizing_mode="stretch_width",
             visible=False,
         )
