@@ -303,6 +303,7 @@ def test_weights_predictions_data_and_model_panels_show_pushed_values(
     assert viewer.wait_column_length("predictions-classes", "cls", 3) == ["cat", "dog", "eel"]
     assert viewer.column("predictions-classes", "mean_prob") == pytest.approx(outputs.mean(axis=0).tolist())
     assert viewer.column("predictions-classes", "true_freq") == pytest.approx([0.25, 0.5, 0.25])
+    viewer.wait("() => __find('predictions-no-embedding').visible")  # sent without one: says how to send it
     assert viewer.column("predictions-confusion", "count") == [1, 0, 0, 1, 1, 0, 0, 0, 1]
     monitor.predictions("validation", y_true, np.eye(3)[y_true] * 0.9 + 0.1 / 3, step=1, classes=["cat", "dog", "eel"])
     viewer.wait("() => __find('predictions-confusion').data.count[3] === 0")

@@ -374,7 +374,14 @@ def test_misconfiguration_fails_at_construction() -> None:
 
 @pytest.mark.parametrize("panel", ["curves", "data", "model", "predictions", "weights"])
 def test_a_panels_empty_state_names_only_calls_and_arguments_that_exist(panel: str) -> None:
-    text = importlib.import_module(f"monitor.dashboard.panels.{panel}").EMPTY_TEXT
+    module = importlib.import_module(f"monitor.dashboard.panels.{panel}")
+    notes = [value for name, value in vars(module).items() if name.endswith("_TEXT") and isinstance(value, str)]
+    assert module.EMPTY_TEXT in notes
+    for text in notes:  # the empty state, and the notes for what is missing (no labels, no embedding)
+        _check_note(panel, text)
+
+
+def _check_note(panel: str, text: str) -> None:
     snippets = re.findall(r"<code>(.*?)</code>", text)
     assert snippets, text
     for method in re.findall(r"\bmonitor\.(\w+)\(", text):

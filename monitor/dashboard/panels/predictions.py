@@ -34,6 +34,10 @@ EMPTY_TEXT = (
     "No predictions yet: pass <code>predictions=(x_val, y_val)</code> to <code>MonitorCallback</code> "
     "or call <code>monitor.predictions('validation', y_true, outputs)</code>."
 )
+NO_EMBEDDING_TEXT = (
+    "No embedding of the sample: pass <code>embedding_layer='penultimate'</code> (a layer's name) to "
+    "<code>MonitorCallback</code>, or <code>monitor.predictions(..., embedding=xy)</code> with 2-D points."
+)
 RESIDUAL_BINS = 30
 
 
@@ -68,11 +72,13 @@ class PredictionsPanel(Panel):
         self._class_figures = self._classification_layout()
         self._regression_figures = self._regression_layout()
         self._embedding_figure = self._embedding_plot()
+        self._no_embedding = empty_state(look, "predictions-no-embedding", NO_EMBEDDING_TEXT)
         self.layout = column(
             self._empty,
             self._class_figures,
             self._regression_figures,
             self._embedding_figure,
+            self._no_embedding,
             sizing_mode=look.stretch,
             name="predictions",
         )
@@ -128,6 +134,7 @@ class PredictionsPanel(Panel):
         self._class_figures.visible = predictions is not None and predictions.task == "classification"
         self._regression_figures.visible = predictions is not None and predictions.task == "regression"
         self._embedding_figure.visible = predictions is not None and predictions.embedding is not None
+        self._no_embedding.visible = predictions is not None and predictions.embedding is None
 
     def _draw_classification(self, p: Predictions) -> None:
         names = _class_names(p)
