@@ -254,3 +254,14 @@ def test_runs_sharing_a_name_are_told_apart_by_start_time_then_id() -> None:
         "a1": "digits · 11-29 14:58:21", "a2": "digits · 11-29 14:59:21", "b": "other", "c1": "c1",
         "twin1": "twin · 11-29 14:58:21 · twin1", "twin2": "twin · 11-29 14:58:21 · twin2",
     }  # fmt: skip
+
+
+def test_a_chart_comparing_runs_of_many_series_lists_the_runs_in_its_legend() -> None:
+    tensors = tuple(f"weights_norm/layer{i}" for i in range(5))
+    panel = CurvesPanel(look_for(False, dark=False), str)
+    panel.reset(["r", "s"])
+    panel.update(Batch.of([_each("r", (*tensors, "loss")), _each("s", (*tensors, "loss"))]))
+    many = panel._charts["weights_norm"].children[0].text  # ten lines: one entry per run
+    assert "r (5 series)" in many and "s (5 series)" in many and "layer0" not in many
+    few = panel._charts["loss"].children[0].text  # two lines: one entry each
+    assert "r · loss" in few and "s · loss" in few

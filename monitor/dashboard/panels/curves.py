@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import html
 import math
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -66,6 +67,8 @@ return label(tick).padStart(chars);
 _TOOLTIPS = [("series", "$name"), ("step", "@step{0,0}"), ("value", "@value{0.[0000]}"), ("time", "@wall{%F %T}")]
 
 
+LEGEND_LINES = 8
+"""A chart comparing runs with more lines than this lists its runs, not every (run, series): hover names a line."""
 KIOSK_CHARTS_PER_PAGE = 6
 """Most charts the lab screen shows at once; more are shown on further pages in turn."""
 
@@ -311,7 +314,15 @@ class CurvesPanel(Panel):
         per chart kept the page busy restyling.
         """
         items = []
-        for color, dash, label in sorted((self._style(line, colors) for line in lines), key=lambda style: style[2]):
+        styles = sorted((self._style(line, colors) for line in lines), key=lambda style: style[2])
+        if len(self._runs) > 1 and len(lines) > LEGEND_LINES:  # compared runs of many series: name the runs
+            counts = Counter(line.run for line in lines)
+            styles = [
+                (_run_color(self._runs, run), "solid", f"{self._label(run)} ({counts[run]} series)")
+                for run in self._runs
+                if counts[run]
+            ]
+        for color, dash, label in styles:
             swatch = f"display:inline-block;width:22px;border-top:3px {dash} {color};margin:0 6px 3px 0"
             item = f"<span style='{swatch}'></span>{html.escape(label)}"
             items.append(f"<span style='margin-right:16px;white-space:nowrap'>{item}</span>")
