@@ -11,9 +11,11 @@ NaN events from the history and the stale one from the run's state; the
 "data again" event is seen only by pages open when it happens (the gap stays
 in the curves). Nothing is stored.
 
-A derived NaN event reads exactly as the Keras callback's ("loss is nan at
-step 4", its own may add " - stopping training"), so ``EventsPanel`` keeps
-only the producer's when both arrive.
+A derived NaN event reads as the Keras callback's ("loss is nan at step 4";
+its own may add " - stopping training"), so ``EventsPanel`` keeps only the
+producer's when both arrive: the producer's may be at an earlier step, since
+the callback sends scalars every ``update_every`` batches but checks the
+loss at every batch.
 """
 
 from __future__ import annotations
@@ -93,22 +95,29 @@ def nonfinite_text(name: str, value: float, step: int) -> str:
 
 
 def same_as_derived(producer: Event, derived: Event) -> bool:
-    """Whether a producer's event says what a derived one says (so the derived one is not shown too)."""
+    """Whether a producer's event says what a derived one says (so the derived one is not shown too).
+
+    The same run, the same "<series> is <value> at step" at the derived step or before.
+    """
+    head = derived.text.split(" at step ", 1)[0] + " at step "
     return (
-        producer.run == derived.run
-        and producer.step == derived.step
-        and derived.seq == DERIVED_SEQ
+        derived.seq == DERIVED_SEQ
         and producer.seq != DERIVED_SEQ
-        and producer.text.startswith(derived.text)
+        and producer.run == derived.run
+        and 0 <= producer.step <= derived.step
+        and producer.text.startswith(head)
     )
 
 
 def _series_of(messages: list[Scalars]) -> Iterator[tuple[str, str, Array, Array, Array]]:
+    """The non-finite points of each message, per series (a diverged run's finite series cost nothing)."""
     for message in messages:
         if not message.nonfinite:
             continue
-        for index, name in enumerate(message.names):
-            mask = message.index == index
+        bad = ~np.isfinite(message.values)
+        for index in np.unique(message.index[bad]).tolist():
+            mask = bad & (message.index == index)
+            name = message.names[index]
             yield message.run, name, message.steps[mask], message.wall[mask], message.values[mask]
 
 

@@ -4,9 +4,11 @@ A lab screen has nobody to scroll or click, so the kiosk view shows one page
 at a time in the window's height between the header and the events: the
 training curves (over several pages when there are more charts than fit,
 ``CurvesPanel.pages``), then the weights, then the predictions, each for
-``seconds`` (``?cycle=`` in the URL). A page whose panel has nothing to show
-is skipped. Each time the Weights or Predictions page comes round again it
-shows the next tensor or sample (``Panel.advance``). A line of page names
+``seconds`` (``?cycle=`` in the URL). The Weights or Predictions page is
+skipped while its panel has nothing to show (the curves' page always shows,
+with its empty state if need be). Each time the Weights or Predictions page
+comes round again for the same runs it shows the next tensor or sample
+(``Panel.advance``). A line of page names
 above the stage says which page is shown, and what of (the tensor, the
 sample), since the view has no pickers.
 
@@ -71,6 +73,12 @@ class KioskStage:
     def shown(self) -> str:
         """The title of the page shown, with its part for the curves' pages (e.g. ``"Training 2/3"``)."""
         return _label(self._page)
+
+    def reset(self) -> None:
+        """The runs shown changed: start again from the curves, and from each panel's first tensor or sample."""
+        self._visited.clear()
+        self._since = None
+        self._show(_Page("Training", self._curves, 0, 1))
 
     def tick(self, now: float) -> None:
         """Show the next page once the current one has been up ``seconds``, or at once if it has emptied."""

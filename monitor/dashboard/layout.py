@@ -147,7 +147,9 @@ class PanelSet:
         self._shown = index
         if self._tab_panels[index] is None:
             self._build(index)
-        for i, holder in enumerate(self._holders):
+        # The others first: the note above a one-run tab moves with it, and must leave its old tab
+        # before it joins the new one (one model in two places makes BokehJS build a second view).
+        for i, holder in sorted(enumerate(self._holders), key=lambda pair: pair[0] == index):
             panel = self._tab_panels[i] if i == index else None
             wanted: list[UIElement] = [panel.layout] if panel is not None else [self._placeholders[i]]
             if panel is not None and self._titles[i] in PRIMARY_ONLY:
@@ -156,7 +158,12 @@ class PanelSet:
                 holder.children = wanted  # not TabPanel.child: BokehJS 3.9 then draws the tab blank
 
     def showing(self, runs: list[str], label: Callable[[str], str]) -> None:
-        """Note the runs shown: tabs that show only the first say so when there are more (desk view)."""
+        """Note the runs shown: tabs that show only the first say so when there are more (desk view).
+
+        The lab screen starts its pages again (``KioskStage.reset``).
+        """
+        if self.stage is not None:
+            self.stage.reset()
         self._primary.visible = len(runs) > 1
         if runs:
             self._primary.text = (

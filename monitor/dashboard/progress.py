@@ -40,6 +40,9 @@ class Progress:
         loaded history: a few hundred points, so both windows have their
         shape at once); a fast stream then costs two entries per message.
         """
+        finite = np.isfinite(walls)
+        if not finite.all():  # a point without a time cannot time anything
+            steps, walls = steps[finite], walls[finite]
         if not len(steps):
             return
         low = int(steps.min())
@@ -68,7 +71,7 @@ class Progress:
         if len(self._points) < 2:
             return None
         w1, s1 = self._points[-1]
-        w0, s0 = next((w, s) for w, s in self._points if w >= w1 - window)
+        w0, s0 = next(((w, s) for w, s in self._points if w >= w1 - window), self._points[-1])
         if w0 == w1:  # one point in the window: from the point before it
             w0, s0 = self._points[-2]
         return (s1 - s0) / (w1 - w0) if w1 > w0 and s1 >= s0 else None

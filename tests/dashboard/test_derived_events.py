@@ -11,10 +11,10 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from monitor.dashboard.derived_events import DERIVED_SEQ, EventDeriver
+from monitor.dashboard.derived_events import DERIVED_SEQ, EventDeriver, same_as_derived
 from monitor.dashboard.history import RunHistory
 from monitor.store.base import RunInfo, ScalarSeries
-from monitor.wire import Scalars
+from monitor.wire import Event, Scalars
 from producers.client import Monitor
 from tests.dashboard.conftest import Viewer
 from tests.serving import ServerThread
@@ -80,3 +80,12 @@ def test_the_strip_shows_nan_stale_and_back_and_the_producers_own_nan_event_once
         assert again.count("loss is nan at step 4") == 1
     finally:
         monitor.finish(timeout=5)
+
+
+def test_the_producers_nan_event_covers_the_derived_one_at_the_same_or_a_later_step() -> None:
+    derived = Event("r", DERIVED_SEQ, 20, 1.0, "error", "loss is nan at step 20")  # sent every 10 batches
+    keras = Event("r", 7, 13, 1.0, "error", "loss is nan at step 13 - stopping training")  # checked every batch
+    assert same_as_derived(keras, derived)
+    assert not same_as_derived(keras, Event("r", DERIVED_SEQ, 20, 1.0, "error", "val_loss is nan at step 20"))
+    assert not same_as_derived(keras, Event("r", DERIVED_SEQ, 12, 1.0, "error", "loss is nan at step 12"))
+    assert not same_as_derived(keras, Event("other", DERIVED_SEQ, 20, 1.0, "error", "loss is nan at step 20"))

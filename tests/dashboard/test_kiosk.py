@@ -81,6 +81,20 @@ def test_each_visit_shows_the_next_tensor_and_sample_and_names_it() -> None:
     assert not weights.layer.visible and not predictions.slider.visible  # no controls on a lab screen
 
 
+def test_other_runs_start_again_from_the_curves_and_the_first_tensor() -> None:
+    stage, curves, weights, _predictions_panel = _stage(seconds=MIN_SECONDS)
+    curves.update(Batch.of([_scalars(["loss"])]))
+    weights.update(Batch.of([_histogram("a/kernel"), _histogram("b/kernel")]))
+    assert _shown(stage, [0, 2, 4, 6]) == ["Training", "Weights", "Training", "Weights"]
+    assert weights.caption() == "b/kernel"
+    for panel in (curves, weights):
+        panel.reset(["r"])  # as when the lab screen follows a newer run (here under the same id)
+    stage.reset()
+    weights.update(Batch.of([_histogram("a/kernel"), _histogram("b/kernel")]))
+    assert _shown(stage, [7, 9]) == ["Training", "Weights"]
+    assert weights.caption() == "a/kernel"  # its first tensor, not the one after the last shown
+
+
 def test_many_charts_are_shown_on_pages_of_even_size() -> None:
     stage, curves, _weights, _predictions_panel = _stage(seconds=MIN_SECONDS)
     names = ["loss", "accuracy", "learning_rate", "grad_norm", "alpha", "beta", "gamma", "delta"]

@@ -196,6 +196,13 @@ def test_progress_counts_steps_done_from_zero_or_one() -> None:
     assert (late.step, late.done()) == (900, 901)
 
 
+def test_progress_ignores_points_without_a_time() -> None:
+    progress = Progress()
+    progress.note(np.array([1, 2, 3]), np.array([1.0, np.nan, 3.0]))
+    progress.note(np.array([4]), np.array([np.inf]))
+    assert progress.step == 3 and progress.rate(SPEED_WINDOW) == pytest.approx(1.0)
+
+
 def test_the_eta_rate_takes_in_pauses_every_epoch_without_jumping_at_each() -> None:
     progress = Progress()
     speeds, etas, wall, step = [], [], 0.0, 0

@@ -222,9 +222,6 @@ class CurvesPanel(Panel):
             if isinstance(y_range, DataRange1d) and y_range.default_span != span:
                 y_range.default_span = span
 
-    def has_data(self) -> bool:
-        return bool(self._charts)
-
     def pages(self) -> int:
         """How many pages the lab screen shows the charts on (one on the desk, which scrolls)."""
         charts = len(self._charts)

@@ -134,7 +134,12 @@ class PredictionsPanel(Panel):
         self._class_figures.visible = predictions is not None and predictions.task == "classification"
         self._regression_figures.visible = predictions is not None and predictions.task == "regression"
         self._embedding_figure.visible = predictions is not None and predictions.embedding is not None
-        self._no_embedding.visible = predictions is not None and predictions.embedding is None
+        self._no_embedding.visible = (  # how to send one: for a desk, not a lab screen nobody sets up from
+            predictions is not None
+            and predictions.task == "classification"
+            and predictions.embedding is None
+            and not self._look.fill
+        )
 
     def _draw_classification(self, p: Predictions) -> None:
         names = _class_names(p)

@@ -119,12 +119,21 @@ def _table_columns() -> list[TableColumn]:
     }
     best = NumberFormatter(format="0.0[000]", nan_format="")  # not all 16 digits
     columns = [
-        TableColumn(field=f, title=t, formatter=best) if f == "best" else TableColumn(field=f, title=t)
+        TableColumn(field=f, title=t, formatter=best, width=_WIDTHS[f])
+        if f == "best"
+        else TableColumn(field=f, title=t, width=_WIDTHS[f])
         for f, t in titles.items()
     ]
     started = DateFormatter(format="%Y-%m-%d %H:%M:%S")
-    columns.insert(3, TableColumn(field="started", title="Started", formatter=started))
+    columns.insert(3, TableColumn(field="started", title="Started", formatter=started, width=_WIDTHS["started"]))
     return columns
+
+
+_WIDTHS = {
+    "name": 220, "project": 120, "status": 80, "started": 150, "duration": 80, "last_step": 80, "best": 80,
+    "best_of": 90, "config": 260,
+}  # fmt: skip
+"""Relative column widths (the table fits them to its width): room for run names, little for numbers."""
 
 
 def _same(old: Any, new: Any) -> bool:
