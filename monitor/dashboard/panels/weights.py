@@ -60,6 +60,7 @@ class WeightsPanel(Panel):
         self.norm = ColumnDataSource(data=_points([]), name="weights-norm")
         self.ratio = ColumnDataSource(data=_points([]), name="weights-ratio")
         self._empty = empty_state(look, "weights-empty", EMPTY_TEXT)
+        self._steps = DataRange1d()  # one step axis for the bands, the heatmap and the norms: they line up
         self._norm_figure = self._norms_figure(look)
         figures = row(
             self._current_figure(look),
@@ -203,6 +204,7 @@ class WeightsPanel(Panel):
         fig = figure(
             title="distribution over steps",
             **look.plot_size(260),
+            x_range=self._steps,
             tools="pan,wheel_zoom,reset",
         )
         for (low, high), alpha in zip((("p0", "p100"), ("p7", "p93"), ("p16", "p84")), (0.15, 0.25, 0.35), strict=True):
@@ -214,6 +216,7 @@ class WeightsPanel(Panel):
         fig = figure(
             title="histogram over steps",
             **look.plot_size(260),
+            x_range=self._steps,
             tools="pan,wheel_zoom,reset",
         )
         mapper = LinearColorMapper(palette=Viridis256)
@@ -224,6 +227,7 @@ class WeightsPanel(Panel):
         fig = figure(
             title=_NORM_AND_RATIO_TITLE,
             **look.plot_size(220),
+            x_range=self._steps,
             tools="pan,wheel_zoom,reset,hover",
             name="weights-norms",
             visible=False,
