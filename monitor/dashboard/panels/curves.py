@@ -28,6 +28,7 @@ from bokeh.models import (
     GridBox,
     HoverTool,
     LayoutDOM,
+    NumeralTickFormatter,
 )
 from bokeh.models.renderers import DataRenderer, GlyphRenderer
 from bokeh.models.ui import UIElement
@@ -268,6 +269,8 @@ class CurvesPanel(Panel):
             tools="pan,wheel_zoom,box_zoom,reset,save",  # canvas: WebGL without a GPU repaints far slower
         )  # fmt: skip
         fig.xaxis.axis_label = "time" if by_time else "step"
+        if not by_time:
+            fig.xaxis.formatter = step_ticks()
         if self.y_scale.active == 0:
             steady_y_labels(fig)
         x = "wall" if by_time else "step"
@@ -332,6 +335,14 @@ class CurvesPanel(Panel):
         color, dash, label = self._style(line, colors)
         fig.line(x, "value", source=line.source, color=color, alpha=0.25, line_dash=dash)
         return fig.line(x, "smooth", source=line.source, color=color, line_width=2, line_dash=dash, name=label)
+
+
+def step_ticks() -> NumeralTickFormatter:
+    """Step axis labels as 500, 2.5k, 14k, 1.2m: "10000 12000 14000" ran into each other on a narrow chart.
+
+    A new model each time: a Bokeh model belongs to one document.
+    """
+    return NumeralTickFormatter(format="0.[0]a")
 
 
 def _run_color(runs: list[str], run: str) -> str:

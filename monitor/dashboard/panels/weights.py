@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 from bokeh.layouts import column, row
-from bokeh.models import ColumnDataSource, DataRange1d, LinearAxis, LinearColorMapper
+from bokeh.models import BasicTicker, ColumnDataSource, DataRange1d, LinearAxis, LinearColorMapper
 from bokeh.models.widgets import Select
 from bokeh.palettes import Viridis256
 from bokeh.plotting import figure
@@ -26,6 +26,7 @@ from bokeh.plotting import figure
 from monitor.dashboard.batch import Batch
 from monitor.dashboard.history import RunHistory
 from monitor.dashboard.panels.base import Panel, empty_state, floats
+from monitor.dashboard.panels.curves import step_ticks
 from monitor.dashboard.percentiles import BAND_COLUMNS, histogram_percentiles, resample_counts
 from monitor.dashboard.theme import Look
 from monitor.wire import Histogram, Scalars
@@ -60,7 +61,9 @@ class WeightsPanel(Panel):
         self.norm = ColumnDataSource(data=_points([]), name="weights-norm")
         self.ratio = ColumnDataSource(data=_points([]), name="weights-ratio")
         self._empty = empty_state(look, "weights-empty", EMPTY_TEXT)
-        self._steps = DataRange1d()  # one step axis for the bands, the heatmap and the norms: they line up
+        # One step axis for the bands and the heatmap, which hold the same recent histograms. Not for the
+        # norms below, which go back to the run's start: on one axis the histograms became a sliver.
+        self._steps = DataRange1d()
         self._norm_figure = self._norms_figure(look)
         figures = row(
             self._current_figure(look),
@@ -198,6 +201,7 @@ class WeightsPanel(Panel):
             name="weights-current-figure",
         )
         fig.quad(left="left", right="right", top="top", bottom=0, source=self.current, alpha=0.8)
+        fig.xaxis.ticker = BasicTicker(desired_num_ticks=3)  # labels like "-1.000e-7" of tiny weights overlapped
         return fig
 
     def _bands_figure(self, look: Look) -> figure:
@@ -207,6 +211,7 @@ class WeightsPanel(Panel):
             x_range=self._steps,
             tools="pan,wheel_zoom,reset",
         )
+        fig.xaxis.formatter = step_ticks()
         for (low, high), alpha in zip((("p0", "p100"), ("p7", "p93"), ("p16", "p84")), (0.15, 0.25, 0.35), strict=True):
             fig.varea(x="step", y1=low, y2=high, source=self.bands, alpha=alpha)
         fig.line(x="step", y="p50", source=self.bands, line_width=2)
@@ -219,6 +224,7 @@ class WeightsPanel(Panel):
             x_range=self._steps,
             tools="pan,wheel_zoom,reset",
         )
+        fig.xaxis.formatter = step_ticks()
         mapper = LinearColorMapper(palette=Viridis256)
         fig.image(image="image", x="x", y="y", dw="dw", dh="dh", source=self.heatmap, color_mapper=mapper)  # type: ignore[call-arg]
         return fig
@@ -227,7 +233,6 @@ class WeightsPanel(Panel):
         fig = figure(
             title=_NORM_AND_RATIO_TITLE,
             **look.plot_size(220),
-            x_range=self._steps,
             tools="pan,wheel_zoom,reset,hover",
             name="weights-norms",
             visible=False,
@@ -243,6 +248,7 @@ class WeightsPanel(Panel):
         ratio_range.renderers = [ratio]
         fig.add_layout(LinearAxis(y_range_name="ratio", axis_label="update ratio"), "right")
         fig.yaxis[0].axis_label = "norm"
+        fig.xaxis.formatter = step_ticks()
         return fig
 
 
