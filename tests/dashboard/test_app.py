@@ -305,8 +305,10 @@ def test_weights_predictions_data_and_model_panels_show_pushed_values(
     assert viewer.column("predictions-classes", "true_freq") == pytest.approx([0.25, 0.5, 0.25])
     viewer.wait("() => __find('predictions-no-embedding').visible")  # sent without one: says how to send it
     assert viewer.column("predictions-confusion", "count") == [1, 0, 0, 1, 1, 0, 0, 0, 1]
+    assert viewer.column("predictions-confusion", "label") == ["1", "", "", "1", "1", "", "", "", "1"]  # on the cells
     monitor.predictions("validation", y_true, np.eye(3)[y_true] * 0.9 + 0.1 / 3, step=1, classes=["cat", "dog", "eel"])
     viewer.wait("() => __find('predictions-confusion').data.count[3] === 0")
+    assert viewer.column("predictions-confusion", "label") == ["1", "", "", "", "2", "", "", "", "1"]  # patched too
     # what arrives for a closed tab is there when it opens again
     monitor.histogram("dense/kernel", (np.linspace(-1, 1, 5), np.array([0.0, 5.0, 5.0, 0.0])), step=2)
     monitor.log({"loss": 0.5}, step=2)

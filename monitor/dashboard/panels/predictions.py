@@ -34,6 +34,8 @@ EMPTY_TEXT = (
     "No predictions yet: pass <code>predictions=(x_val, y_val)</code> to <code>MonitorCallback</code> "
     "or call <code>monitor.predictions('validation', y_true, outputs)</code>."
 )
+COUNTED_CLASSES = 12
+"""Up to this many classes the confusion matrix writes each cell's count (more would be unreadable)."""
 NO_EMBEDDING_TEXT = (
     "No embedding of the sample: pass <code>embedding_layer='penultimate'</code> (a layer's name) to "
     "<code>MonitorCallback</code>, or <code>monitor.predictions(..., embedding=xy)</code> with 2-D points."
@@ -53,7 +55,7 @@ class PredictionsPanel(Panel):
         )
         self.sample = ColumnDataSource(data={"cls": [], "prob": floats([]), "color": []}, name="predictions-sample")
         self.confusion = ColumnDataSource(
-            data={"true": [], "pred": [], "count": floats([])}, name="predictions-confusion"
+            data={"true": [], "pred": [], "count": floats([]), "label": [], "ink": []}, name="predictions-confusion"
         )
         self.regression = ColumnDataSource(
             data={"y_true": floats([]), "y_pred": floats([])}, name="predictions-regression"
@@ -162,12 +164,27 @@ class PredictionsPanel(Panel):
 
     def _draw_confusion(self, names: list[str], counts: Any) -> None:
         flat = floats(counts.reshape(-1))
+        labels, ink = self._cell_text(flat, len(names))
         if len(self.confusion.data["count"]) == len(flat) and list(self.confusion.data["true"][:: len(names)]) == names:
-            self.confusion.patch({"count": [(slice(0, len(flat)), flat)]})
+            whole = slice(0, len(flat))
+            self.confusion.patch({"count": [(whole, flat)], "label": [(whole, labels)], "ink": [(whole, ink)]})
         else:
             true = [t for t in names for _ in names]
             pred = [q for _ in names for q in names]
-            self.confusion.data = {"true": true, "pred": pred, "count": flat}
+            self.confusion.data = {"true": true, "pred": pred, "count": flat, "label": labels, "ink": ink}
+
+    def _cell_text(self, counts: Any, classes: int) -> tuple[list[str], list[str]]:
+        """Each cell's count as text (none for 0, or for more than ``COUNTED_CLASSES`` classes) and its colour.
+
+        The colour contrasts with the cell's: the palette runs from the panel's tone (few) to its
+        opposite (many), so the text of a cell past half the largest count takes the panel's tone.
+        """
+        if classes > COUNTED_CLASSES:
+            return [""] * len(counts), [self._look.text] * len(counts)
+        strong = "#111111" if self._look.dark else "#ffffff"
+        half = float(counts.max()) / 2 if len(counts) else 0.0
+        labels = [f"{int(c)}" if c > 0 else "" for c in counts.tolist()]
+        return labels, [strong if c > half else self._look.text for c in counts.tolist()]
 
     def _draw_sample(self) -> None:
         p = self._latest
@@ -226,6 +243,10 @@ class PredictionsPanel(Panel):
         confusion.rect(
             x="pred", y="true", width=1, height=1, source=self.confusion,
             fill_color={"field": "count", "transform": mapper}, line_color=None,
+        )  # fmt: skip
+        confusion.text(
+            x="pred", y="true", text="label", source=self.confusion, text_color="ink", text_align="center",
+            text_baseline="middle", text_font_size=self._look.px(11),
         )  # fmt: skip
         return column(
             row(bars, column(self.slider, sample, sizing_mode=stretch), confusion, sizing_mode=stretch),
