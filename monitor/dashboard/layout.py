@@ -179,7 +179,10 @@ class PanelSet:
         pairs = zip(self._titles[1:], self._tab_panels[1:], strict=True)
         others = [(title, panel) for title, panel in pairs if panel is not None]
         self.stage = KioskStage(self._look, self.curves, others, self._kiosk_seconds)
-        return [self.header.layout, self.stage.layout, self.events.layout, self.heartbeat]
+        # The page writes the window's shape here (static/viewport.js): a portrait screen gets one column.
+        viewport = Div(text="", visible=False, name="viewport")
+        viewport.on_change("text", lambda _a, _o, new: self.curves.set_portrait(new == "portrait"))
+        return [self.header.layout, self.stage.layout, self.events.layout, self.heartbeat, viewport]
 
 
 PRIMARY_ONLY = frozenset({"Weights", "Predictions", "Data", "Model"})

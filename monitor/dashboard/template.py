@@ -3,7 +3,9 @@
 The watchdog (``static/watchdog.js``) listens for BokehJS's
 ``connection_lost`` document event, polls the server's health endpoint and
 reloads the page when the server answers, so a lab screen recovers from a
-server restart, or from being dropped as a too-slow viewer, on its own. The
+server restart, or from being dropped as a too-slow viewer, on its own; on a
+lab screen ``static/viewport.js`` tells the server whether the window is
+portrait. The
 page also declares an empty favicon so the browser makes no request that
 could fail. ``static/paint_fix.js`` changes how BokehJS paints a page that
 streams into many plots, and ``static/leak_fix.js`` makes BokehJS let go of
@@ -31,6 +33,7 @@ _PAGE = """{% extends base %}
 {% block postamble %}
 <script>window.LABSCREEN = {{ labscreen_config }};</script>
 <script>{{ labscreen_watchdog }}</script>
+<script>{{ labscreen_viewport }}</script>
 <script>{{ labscreen_patching }}</script>
 <script>{{ labscreen_paint_fix }}</script>
 <script>{{ labscreen_leak_fix }}</script>
@@ -63,6 +66,7 @@ def page_variables(css: str, healthz_path: str, kiosk: bool, retry_ms: int | Non
         "labscreen_css": css,
         "labscreen_config": config,
         "labscreen_watchdog": static_js("watchdog.js"),
+        "labscreen_viewport": static_js("viewport.js"),
         "labscreen_patching": static_js("patching.js"),
         "labscreen_paint_fix": static_js("paint_fix.js"),
         "labscreen_leak_fix": static_js("leak_fix.js"),

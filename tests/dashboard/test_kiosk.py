@@ -149,3 +149,19 @@ def test_the_lab_screen_fits_the_window_and_turns_its_pages(
         viewer.wait_text("kiosk-pages", page, timeout=30_000)
         width, height, window_width, window_height = viewer.wait(SIZES_JS, name)
         assert width <= window_width and height <= window_height, (page, width, height)  # nothing off the window
+
+
+COLUMNS_JS = """() => { const grid = __find('curves-grid');
+  return grid && grid.children.length >= 4 ? [...new Set(grid.children.map(([, , column]) => column))] : null }"""
+
+
+def test_a_portrait_screen_gets_one_column_of_charts(
+    server: ServerThread, viewers: Callable[..., Viewer], monitors: Callable[..., Monitor]
+) -> None:
+    monitors("tall").log({"loss": 1.0, "accuracy": 0.5, "lr": 0.1, "grad_norm": 2.0}, step=0)
+    portrait = viewers(server.url + "/?kiosk=1", viewport={"width": 720, "height": 1280})
+    landscape = viewers(server.url + "/?kiosk=1", viewport={"width": 1280, "height": 720})
+    assert landscape.wait(COLUMNS_JS) == [0, 1]  # four charts: two by two
+    portrait.wait("() => { const c = (" + COLUMNS_JS + ")(); return c !== null && c.length === 1 }")
+    portrait.page.set_viewport_size({"width": 1280, "height": 720})  # the screen turned: two columns again
+    portrait.wait("() => { const c = (" + COLUMNS_JS + ")(); return c !== null && c.length === 2 }")

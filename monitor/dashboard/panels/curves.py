@@ -136,6 +136,7 @@ class CurvesPanel(Panel):
         self._empty = empty_state(look, "curves-empty", EMPTY_TEXT)
         self._grid = GridBox(children=[], sizing_mode=look.stretch, name="curves-grid")
         self._page = 0
+        self._portrait = False
         controls = row(self.smoothing, self.y_scale, self.x_axis, visible=not kiosk)
         self.layout = column(controls, self._empty, self._grid, sizing_mode=look.stretch, name="curves")
 
@@ -228,6 +229,12 @@ class CurvesPanel(Panel):
         charts = len(self._charts)
         return max(1, math.ceil(charts / KIOSK_CHARTS_PER_PAGE)) if self._kiosk else 1
 
+    def set_portrait(self, portrait: bool) -> None:
+        """Lay the lab screen's charts out for a portrait window (one column) or a landscape one."""
+        if portrait != self._portrait:
+            self._portrait = portrait
+            self._place_charts()
+
     def show_page(self, page: int) -> None:
         """Show the charts of ``page`` (0-based, of ``pages()``; clamped): the lab screen's rotation."""
         self._page = page
@@ -240,7 +247,7 @@ class CurvesPanel(Panel):
             self._page = min(self._page, pages - 1)
             size = math.ceil(len(order) / pages)
             order = order[self._page * size : (self._page + 1) * size]
-            columns = 1 if len(order) < 2 else 2 if len(order) <= 4 else 3
+            columns = 1 if len(order) < 2 or self._portrait else 2 if len(order) <= 4 else 3
         else:
             columns = 2 if len(order) > 1 else 1
         children: list[tuple[UIElement, int, int] | tuple[UIElement, int, int, int, int]] = [
