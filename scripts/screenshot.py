@@ -17,6 +17,7 @@ SIGINT (the run ends as finished).
 
     .venv/bin/python scripts/screenshot.py                  # about 2.5 minutes (TensorFlow's import included)
     .venv/bin/python scripts/screenshot.py --warmup 20      # a minute faster, shorter curves
+    .venv/bin/python scripts/screenshot.py --kiosk --width 1920 --height 1080 --out docs/kiosk.png
 
 Writes the PNG's path and size on stdout, progress on stderr.
 """
@@ -163,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--height", type=int, default=1100, help="viewport height")
     parser.add_argument("--training-only", action="store_true", help="only the Training tab, not composed")
     parser.add_argument(
+        "--kiosk", action="store_true", help="the lab-screen view's first page instead (e.g. --out docs/kiosk.png)"
+    )
+    parser.add_argument(
         "--tensor", default="", help="tensor shown in the Weights tab (default: the first weights/*kernel)"
     )
     args = parser.parse_args(argv)
@@ -208,6 +212,8 @@ def photograph(
     if training.poll() is not None:
         raise RuntimeError(f"the training process exited early with code {training.returncode}")
     training.send_signal(signal.SIGSTOP)
+    if args.kiosk:
+        return photograph_kiosk(browser, url, server, args)
     tab = open_dashboard(
         browser,
         f"{url}/?run={run}",
@@ -224,6 +230,33 @@ def photograph(
         os.kill(server.pid, signal.SIGCONT)
         tab.close()
     return shots[0] if args.training_only else compose(shots, tabs_top)
+
+
+def photograph_kiosk(browser: Any, url: str, server: ServerProcess, args: argparse.Namespace) -> Image.Image:
+    """The lab-screen view (``/?kiosk=1``) as a screen shows it: its first page, the window's size, no scrolling.
+
+    Its pages would turn every 20 s; ``cycle`` keeps the first one up while it settles.
+    """
+    tab = open_dashboard(
+        browser,
+        f"{url}/?kiosk=1&cycle=3600",
+        width=args.width,
+        height=args.height,
+        timeout_ms=300_000,
+        init_scripts=[CALM_WATCHDOG_JS],
+    )
+    try:
+        settle(tab.page, server.pid, ("curves-grid",))
+        try:
+            tab.page.wait_for_timeout(1500)  # let the views lay out; then wait for paint
+            tab.page.evaluate(PAINTED_JS)
+            shot = Image.open(io.BytesIO(tab.page.screenshot())).convert("RGB")
+        finally:
+            os.kill(server.pid, signal.SIGCONT)
+        progress("photographed the lab-screen view")
+    finally:
+        tab.close()
+    return shot
 
 
 def choose_tensor(page: Any, wanted: str) -> None:
