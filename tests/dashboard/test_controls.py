@@ -246,6 +246,7 @@ def test_regression_predictions_fill_the_scatter_and_the_residual_histogram(
     assert viewer.wait_column_length("predictions-embedding", "x", 3) == [0.1, 0.3, 0.5]
     assert viewer.column("predictions-embedding", "y") == [0.2, 0.4, 0.6]
     assert viewer.column("predictions-embedding", "label") == ["0", "0", "0"]
+    assert viewer.column("predictions-embedding", "name") == ["", "", ""]  # no classes: no legend entries
     viewer.wait("() => __find('predictions-regression').data.y_true.length === 6")
     assert viewer.column("predictions-regression", "y_true") == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
     assert viewer.column("predictions-regression", "y_pred") == [0.5, 1.0, 2.0, 2.0, 4.0, 7.0]

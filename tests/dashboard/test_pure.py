@@ -17,6 +17,7 @@ from monitor.dashboard.feed import Feed
 from monitor.dashboard.grouping import group_metrics, is_validation
 from monitor.dashboard.history import RunHistory, after_history
 from monitor.dashboard.panels.curves import FLAT_SPAN, ROLLOVER, CurvesPanel
+from monitor.dashboard.panels.predictions import PredictionsPanel
 from monitor.dashboard.patches import INLINE_BYTES, _InliningSerializer
 from monitor.dashboard.percentiles import histogram_percentiles, resample_counts
 from monitor.dashboard.progress import ETA_WINDOW, SPEED_WINDOW, Progress
@@ -24,7 +25,7 @@ from monitor.dashboard.smoothing import ema
 from monitor.dashboard.theme import look_for
 from monitor.hub import Hub, HubMessage
 from monitor.store.base import RunInfo, ScalarSeries
-from monitor.wire import Event, Hello, Scalars
+from monitor.wire import Event, Hello, Predictions, Scalars
 
 
 def test_group_metrics_pairs_validation_and_orders_charts() -> None:
@@ -272,3 +273,19 @@ def test_a_chart_comparing_runs_of_many_series_lists_the_runs_in_its_legend() ->
     assert "r (5 series)" in many and "s (5 series)" in many and "layer0" not in many
     few = panel._charts["loss"].children[0].text  # two lines: one entry each
     assert "r · loss" in few and "s · loss" in few
+
+
+def test_the_embedding_is_sent_in_class_order_with_class_names_for_its_legend() -> None:
+    panel = PredictionsPanel(look_for(False, dark=False))
+    panel.reset(["r"])
+    y_true = np.array([2, 0, 1, 0])
+    outputs = np.eye(3)[y_true]
+    embedding = np.array([[2.0, 2.0], [0.0, 0.0], [1.0, 1.0], [0.5, 0.5]])
+    panel.update(
+        Batch.of(
+            [Predictions("r", 1, "val", 0, 0.0, "classification", y_true, outputs, ("cat", "dog", "eel"), embedding)]
+        )
+    )
+    assert panel.embedding.data["name"] == ["cat", "cat", "dog", "eel"]
+    assert panel.embedding.data["label"] == ["0", "0", "1", "2"]
+    assert panel.embedding.data["x"].tolist() == [0.0, 0.5, 1.0, 2.0]  # each point keeps its own coordinates

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from bokeh.core.properties import field
 from bokeh.layouts import column, row
 from bokeh.models import ColumnDataSource, FactorRange, LinearColorMapper
 from bokeh.models.annotations import Legend, LegendItem, Slope
@@ -64,7 +65,7 @@ class PredictionsPanel(Panel):
             data={"left": floats([]), "right": floats([]), "top": floats([])}, name="predictions-residuals"
         )
         self.embedding = ColumnDataSource(
-            data={"x": floats([]), "y": floats([]), "label": []}, name="predictions-embedding"
+            data={"x": floats([]), "y": floats([]), "label": [], "name": []}, name="predictions-embedding"
         )
         self.slider = Slider(
             title="Sample", start=0, end=1, value=0, step=1, name="predictions-slider", visible=not look.fill
@@ -124,12 +125,27 @@ class PredictionsPanel(Panel):
         else:
             self._draw_regression(predictions)
         if predictions.embedding is not None:
-            labels = _labels(predictions)
-            self.embedding.data = {
-                "x": floats(predictions.embedding[:, 0]),
-                "y": floats(predictions.embedding[:, 1]),
-                "label": labels,
-            }
+            self._draw_embedding(predictions, predictions.embedding)
+
+    def _draw_embedding(self, p: Predictions, embedding: Any) -> None:
+        """The sample's 2-D points, coloured by class and named for the legend, in class order.
+
+        In class order because the legend lists the classes as the page first meets them in the data.
+        """
+        labels = _labels(p)
+        if p.task != "classification":
+            order, names = np.arange(len(labels)), [""] * len(labels)
+        else:
+            order = np.argsort(np.asarray(p.y_true, dtype=np.int64), kind="stable")
+            classes = _class_names(p)
+            names = [classes[int(i)] if int(i) < len(classes) else i for i in labels]
+        self.embedding.data = {
+            "x": floats(embedding[order, 0]),
+            "y": floats(embedding[order, 1]),
+            "label": [labels[i] for i in order.tolist()],
+            "name": [names[i] for i in order.tolist()],
+        }
+        self._embedding_legend.visible = p.task == "classification"
 
     def _show(self, predictions: Predictions | None) -> None:
         self._empty.visible = predictions is None
@@ -274,7 +290,7 @@ class PredictionsPanel(Panel):
             **self._look.plot_size(320),
             output_backend="webgl",
         )
-        fig.scatter(
+        points = fig.scatter(
             x="x",
             y="y",
             source=self.embedding,
@@ -282,6 +298,10 @@ class PredictionsPanel(Panel):
             alpha=0.7,
             color=factor_cmap("label", list(Category10_10), [str(i) for i in range(10)]),
         )
+        # Which colour is which class: one entry per class name, grouped in the page as the data changes.
+        renderers: list[GlyphRenderer[Any]] = [points]
+        self._embedding_legend = Legend(items=[LegendItem(label=field("name"), renderers=renderers)])
+        fig.add_layout(self._embedding_legend, "right")
         return fig
 
 
