@@ -128,6 +128,7 @@ class DashboardSession:
         """
         if self.selected:
             panel.reset(self.selected)
+            panel.loading(True)  # until the primary run's history is drawn here (by this load or the session's)
         panel.tick(time.time())
         runs = [run for run in self.selected if run not in self._loading]
         if runs:
@@ -158,6 +159,7 @@ class DashboardSession:
         self.panels.showing(runs, self._directory.label)
         for panel in self.panels.all():
             panel.reset(runs)
+            panel.loading(bool(runs))
         for run in runs:
             self._load(run, self._generation)
 
@@ -208,6 +210,9 @@ class DashboardSession:
             if history is not None:
                 for target in targets:
                     target.load(history)
+            if self.selected[:1] == [run]:  # the primary run's history is drawn (or could not be read)
+                for target in targets:
+                    target.loading(False)
             live = after_history(buffered, history) if history is not None else buffered
             if panel is None:
                 self._dispatch(live)

@@ -118,6 +118,7 @@ def test_run_switch_and_compare(
     viewer.show("Weights")  # a tab that shows one run says which, and that the curves show both
     note = viewer.wait("() => { const m = __find('primary-run'); return m && m.visible ? m.text : null }")
     assert "Comparing 2 runs" in note and "<b" in note and ">first</b>" in note
+    viewer.wait_text("weights-empty", "No weight histograms yet")  # "Loading…" until the history is drawn
 
     viewer.show("Training")
     viewer.page.evaluate(SELECT_JS, ["second"])

@@ -16,6 +16,7 @@ from monitor.dashboard.directory import _labels
 from monitor.dashboard.feed import Feed
 from monitor.dashboard.grouping import group_metrics, is_validation
 from monitor.dashboard.history import RunHistory, after_history
+from monitor.dashboard.panels.base import LOADING_TEXT
 from monitor.dashboard.panels.curves import FLAT_SPAN, ROLLOVER, CurvesPanel
 from monitor.dashboard.panels.predictions import PredictionsPanel
 from monitor.dashboard.patches import INLINE_BYTES, _InliningSerializer
@@ -289,3 +290,12 @@ def test_the_embedding_is_sent_in_class_order_with_class_names_for_its_legend() 
     assert panel.embedding.data["name"] == ["cat", "cat", "dog", "eel"]
     assert panel.embedding.data["label"] == ["0", "0", "1", "2"]
     assert panel.embedding.data["x"].tolist() == [0.0, 0.5, 1.0, 2.0]  # each point keeps its own coordinates
+
+
+def test_an_empty_panel_says_it_is_loading_until_the_history_is_drawn() -> None:
+    panel = CurvesPanel(look_for(False, dark=False), str)
+    panel.reset(["r"])
+    panel.loading(True)
+    assert LOADING_TEXT in panel.layout.children[1].text
+    panel.loading(False)
+    assert "No training curves yet" in panel.layout.children[1].text

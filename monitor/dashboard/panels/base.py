@@ -21,6 +21,7 @@ from monitor.dashboard.history import RunHistory
 from monitor.dashboard.theme import Look
 
 Array = np.ndarray[Any, Any]
+LOADING_TEXT = "Loading the run's history…"
 
 
 class Panel:
@@ -40,6 +41,12 @@ class Panel:
     def tick(self, now: float) -> None:
         """Once a second: refresh what depends on the clock."""
 
+    def loading(self, on: bool) -> None:
+        """The history of the runs shown is being loaded (``on``), or has been: an empty state says which.
+
+        Until the history is drawn a panel is empty; telling a user what to send meanwhile misleads.
+        """
+
     def has_data(self) -> bool:
         """Whether there is anything to show (the lab screen skips a panel with nothing but its empty state)."""
         return True
@@ -54,8 +61,13 @@ class Panel:
 
 def empty_state(look: Look, name: str, text: str) -> Div:
     """A visible note that says what is missing and how to send it."""
+    return Div(text=empty_html(look, text), name=name, sizing_mode="stretch_width", disable_math=True)
+
+
+def empty_html(look: Look, text: str) -> str:
+    """The HTML of an empty state's note saying ``text``."""
     style = f"color:{look.muted};font-size:{look.px(15)};padding:24px;border:1px dashed {look.grid};border-radius:6px"
-    return Div(text=f"<div style='{style}'>{text}</div>", name=name, sizing_mode="stretch_width", disable_math=True)
+    return f"<div style='{style}'>{text}</div>"
 
 
 def floats(values: Any) -> Array:

@@ -38,7 +38,7 @@ from bokeh.plotting import figure
 from monitor.dashboard.batch import Batch
 from monitor.dashboard.grouping import chart_key, group_metrics, is_validation, series_key
 from monitor.dashboard.history import RunHistory
-from monitor.dashboard.panels.base import Array, Panel, empty_state, floats
+from monitor.dashboard.panels.base import LOADING_TEXT, Array, Panel, empty_html, empty_state, floats
 from monitor.dashboard.smoothing import EmaState, ema
 from monitor.dashboard.theme import RUN_COLORS, SERIES_COLORS, Look
 from monitor.wire import Scalars
@@ -139,6 +139,9 @@ class CurvesPanel(Panel):
         self._portrait = False
         controls = row(self.smoothing, self.y_scale, self.x_axis, visible=not kiosk)
         self.layout = column(controls, self._empty, self._grid, sizing_mode=look.stretch, name="curves")
+
+    def loading(self, on: bool) -> None:
+        self._empty.text = empty_html(self._look, LOADING_TEXT if on else EMPTY_TEXT)
 
     def reset(self, runs: Sequence[str]) -> None:
         self._runs = list(runs)

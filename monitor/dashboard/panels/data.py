@@ -27,7 +27,7 @@ from bokeh.transform import factor_cmap
 
 from monitor.dashboard.batch import Batch
 from monitor.dashboard.history import RunHistory
-from monitor.dashboard.panels.base import Panel, empty_state, floats
+from monitor.dashboard.panels.base import LOADING_TEXT, Panel, empty_html, empty_state, floats
 from monitor.dashboard.theme import Look
 from monitor.wire import DataSummary
 
@@ -61,9 +61,13 @@ class DataPanel(Panel):
         )
         self.labels = ColumnDataSource(data=_label_columns([], floats([])), name="data-labels")
         self.scatter = ColumnDataSource(data={"x": floats([]), "y": floats([]), "label": []}, name="data-scatter")
+        self._look = look
         self._empty = empty_state(look, "data-empty", EMPTY_TEXT)
         self._body = self._build(look)
         self.layout = column(self._empty, self._body, sizing_mode="stretch_width", name="data")
+
+    def loading(self, on: bool) -> None:
+        self._empty.text = empty_html(self._look, LOADING_TEXT if on else EMPTY_TEXT)
 
     def reset(self, runs: Sequence[str]) -> None:
         self._run = runs[0] if runs else None

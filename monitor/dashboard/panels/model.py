@@ -19,7 +19,7 @@ from bokeh.plotting import figure
 from monitor.dashboard.batch import Batch
 from monitor.dashboard.dag import layered_layout
 from monitor.dashboard.history import RunHistory
-from monitor.dashboard.panels.base import Panel, empty_state, floats
+from monitor.dashboard.panels.base import LOADING_TEXT, Panel, empty_html, empty_state, floats
 from monitor.dashboard.theme import Look
 from monitor.wire import Graph
 
@@ -38,6 +38,7 @@ class ModelPanel(Panel):
         self.nodes = ColumnDataSource(data={c: [] for c in _NODE_COLUMNS}, name="model-nodes")
         self.edges = ColumnDataSource(data={c: floats([]) for c in ("x0", "y0", "x1", "y1")}, name="model-edges")
         self.total = Div(text="", name="model-total", disable_math=True)
+        self._look = look
         self._empty = empty_state(look, "model-empty", EMPTY_TEXT)
         self._graph = self._graph_figure(look)
         table = DataTable(
@@ -51,6 +52,9 @@ class ModelPanel(Panel):
         )
         self._body = row(self._graph, column(self.total, table), sizing_mode="stretch_width", visible=False)
         self.layout = column(self._empty, self._body, sizing_mode="stretch_width", name="model")
+
+    def loading(self, on: bool) -> None:
+        self._empty.text = empty_html(self._look, LOADING_TEXT if on else EMPTY_TEXT)
 
     def reset(self, runs: Sequence[str]) -> None:
         self._run = runs[0] if runs else None

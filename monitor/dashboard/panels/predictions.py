@@ -27,7 +27,7 @@ from bokeh.transform import factor_cmap
 
 from monitor.dashboard.batch import Batch
 from monitor.dashboard.history import RunHistory
-from monitor.dashboard.panels.base import Panel, empty_state, floats
+from monitor.dashboard.panels.base import LOADING_TEXT, Panel, empty_html, empty_state, floats
 from monitor.dashboard.theme import Look
 from monitor.wire import Predictions
 
@@ -86,6 +86,9 @@ class PredictionsPanel(Panel):
             name="predictions",
         )
         self._show(None)
+
+    def loading(self, on: bool) -> None:
+        self._empty.text = empty_html(self._look, LOADING_TEXT if on else EMPTY_TEXT)
 
     def reset(self, runs: Sequence[str]) -> None:
         self._run = runs[0] if runs else None

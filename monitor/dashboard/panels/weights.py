@@ -25,7 +25,7 @@ from bokeh.plotting import figure
 
 from monitor.dashboard.batch import Batch
 from monitor.dashboard.history import RunHistory
-from monitor.dashboard.panels.base import Panel, empty_state, floats
+from monitor.dashboard.panels.base import LOADING_TEXT, Panel, empty_html, empty_state, floats
 from monitor.dashboard.panels.curves import step_ticks
 from monitor.dashboard.percentiles import BAND_COLUMNS, histogram_percentiles, resample_counts
 from monitor.dashboard.theme import Look
@@ -60,6 +60,7 @@ class WeightsPanel(Panel):
         self.heatmap = ColumnDataSource(data=_image(np.zeros((1, 1)), 0, 1, 0, 1), name="weights-heatmap")
         self.norm = ColumnDataSource(data=_points([]), name="weights-norm")
         self.ratio = ColumnDataSource(data=_points([]), name="weights-ratio")
+        self._look = look
         self._empty = empty_state(look, "weights-empty", EMPTY_TEXT)
         # One step axis for the bands and the heatmap, which hold the same recent histograms. Not for the
         # norms below, which go back to the run's start: on one axis the histograms became a sliver.
@@ -73,6 +74,9 @@ class WeightsPanel(Panel):
         )
         self._body = column(self.layer, figures, self._norm_figure, sizing_mode=look.stretch, visible=False)
         self.layout = column(self._empty, self._body, sizing_mode=look.stretch, name="weights")
+
+    def loading(self, on: bool) -> None:
+        self._empty.text = empty_html(self._look, LOADING_TEXT if on else EMPTY_TEXT)
 
     def reset(self, runs: Sequence[str]) -> None:
         self._run = runs[0] if runs else None
