@@ -214,14 +214,7 @@ def photograph(
     training.send_signal(signal.SIGSTOP)
     if args.kiosk:
         return photograph_kiosk(browser, url, server, args)
-    tab = open_dashboard(
-        browser,
-        f"{url}/?run={run}",
-        width=args.width,
-        height=args.height,
-        timeout_ms=300_000,
-        init_scripts=[CALM_WATCHDOG_JS],
-    )
+    tab = _open(browser, f"{url}/?run={run}", args)
     try:
         choose_tensor(tab.page, args.tensor)
         shots = shoot_tabs(tab.page, server.pid)
@@ -237,14 +230,7 @@ def photograph_kiosk(browser: Any, url: str, server: ServerProcess, args: argpar
 
     Its pages would turn every 20 s; ``cycle`` keeps the first one up while it settles.
     """
-    tab = open_dashboard(
-        browser,
-        f"{url}/?kiosk=1&cycle=3600",
-        width=args.width,
-        height=args.height,
-        timeout_ms=300_000,
-        init_scripts=[CALM_WATCHDOG_JS],
-    )
+    tab = _open(browser, f"{url}/?kiosk=1&cycle=3600", args)
     try:
         settle(tab.page, server.pid, ("curves-grid",))
         try:
@@ -257,6 +243,13 @@ def photograph_kiosk(browser: Any, url: str, server: ServerProcess, args: argpar
     finally:
         tab.close()
     return shot
+
+
+def _open(browser: Any, url: str, args: argparse.Namespace) -> Any:
+    """``url`` in a new tab of the ``--width`` x ``--height`` window, its watchdog calmed (see ``photograph``)."""
+    return open_dashboard(
+        browser, url, width=args.width, height=args.height, timeout_ms=300_000, init_scripts=[CALM_WATCHDOG_JS]
+    )
 
 
 def choose_tensor(page: Any, wanted: str) -> None:
