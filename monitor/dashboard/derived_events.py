@@ -20,7 +20,6 @@ loss at every batch.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -122,4 +121,4 @@ def _series_of(messages: list[Scalars]) -> Iterator[tuple[str, str, Array, Array
 
 
 def _step(info: RunInfo) -> int:
-    return info.last_step if info.last_step is not None and math.isfinite(info.last_step) else -1
+    return info.last_step if info.last_step is not None else -1

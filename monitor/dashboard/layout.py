@@ -83,7 +83,7 @@ class PanelSet:
         self._look = look
         self.header = HeaderPanel(look, directory, on_pick, kiosk)
         self.curves = CurvesPanel(look, directory.label, kiosk)
-        self.events = EventsPanel(look, directory.label, directory, stale_after, most=KIOSK_EVENTS if kiosk else None)
+        self.events = EventsPanel(look, directory, stale_after, most=KIOSK_EVENTS if kiosk else None)
         self.stage: KioskStage | None = None
         self._kiosk_seconds = kiosk_seconds
         self.on_built: Callable[[Panel], None] = lambda _panel: None

@@ -71,7 +71,11 @@ class Progress:
         if len(self._points) < 2:
             return None
         w1, s1 = self._points[-1]
-        w0, s0 = next(((w, s) for w, s in self._points if w >= w1 - window), self._points[-1])
+        w0, s0 = w1, s1  # the oldest point within the window, found from the newest end (a few dozen, not 600)
+        for w, s in reversed(self._points):
+            if w < w1 - window:
+                break
+            w0, s0 = w, s
         if w0 == w1:  # one point in the window: from the point before it
             w0, s0 = self._points[-2]
         return (s1 - s0) / (w1 - w0) if w1 > w0 and s1 >= s0 else None

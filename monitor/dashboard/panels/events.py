@@ -12,7 +12,7 @@ from __future__ import annotations
 import html
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from bokeh.models.widgets import Div
 
@@ -38,16 +38,16 @@ class EventsPanel(Panel):
     def __init__(
         self,
         look: Look,
-        label: Callable[[str], str],
         directory: RunDirectory,
         stale_after: float,
         most: int | None = None,
     ) -> None:
         """``most`` events are listed (the newest; all kept, ``MAX_EVENTS``, when None), in a strip that scrolls.
 
-        ``directory`` tells the runs' status (stale after ``stale_after`` s of silence) for the derived events.
+        ``directory`` names the runs and tells their status (stale after ``stale_after`` s of silence) for the
+        derived events.
         """
-        self._look, self._label, self._most = look, label, most
+        self._look, self._label, self._most = look, directory.label, most
         self._directory = directory
         self._deriver = EventDeriver(stale_after)
         self._runs: list[str] = []
