@@ -181,8 +181,13 @@ class PanelSet:
         self.stage = KioskStage(self._look, self.curves, others, self._kiosk_seconds)
         # The page writes the window's shape here (static/viewport.js): a portrait screen gets one column.
         viewport = Div(text="", visible=False, name="viewport")
-        viewport.on_change("text", lambda _a, _o, new: self.curves.set_portrait(new == "portrait"))
+        viewport.on_change("text", lambda _a, _o, new: self._set_portrait(new == "portrait"))
         return [self.header.layout, self.stage.layout, self.events.layout, self.heartbeat, viewport]
+
+    def _set_portrait(self, portrait: bool) -> None:
+        for panel in self._tab_panels:
+            if panel is not None:
+                panel.set_portrait(portrait)
 
 
 PRIMARY_ONLY = frozenset({"Weights", "Predictions", "Data", "Model"})

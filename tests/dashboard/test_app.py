@@ -261,6 +261,9 @@ def test_page_reloads_itself_after_server_restart(
     assert viewer.wait_column_length("scalars:durable:loss", "value", 1) == [1.0]
 
 
+TICK_LABELS_JS = """([figure, side, ticks]) => __find(figure)[side][0].formatter.doFormat(ticks, {loc: 0})"""
+
+
 def test_weights_predictions_data_and_model_panels_show_pushed_values(
     server: ServerThread, viewers: Callable[..., Viewer], monitors: Callable[..., Monitor]
 ) -> None:
@@ -284,10 +287,18 @@ def test_weights_predictions_data_and_model_panels_show_pushed_values(
     viewer = viewers(server.url + "/?run=panels")
     viewer.wait_column_length("scalars:panels:loss", "step", 1)
     assert viewer.column("weights-current", "top") is None  # only the open tab is in the page
+    flat = [0.018, 0.0185, 0.019]  # a learning rate's ticks: Bokeh's own labels read "1.80e-2"
+    assert [label.strip() for label in viewer.wait(TICK_LABELS_JS, ["chart:loss", "left", flat])] == [
+        "0.0180", "0.0185", "0.0190",
+    ]  # fmt: skip
 
     viewer.show("Weights")
     assert viewer.column("scalars:panels:loss", "step") is None
     assert viewer.wait_column_length("weights-current", "top", 4) == [1.0, 2.0, 3.0, 4.0]
+    tiny = [-5e-4, 0, 5e-4]  # a small layer's weights: Bokeh's own labels read "-5.000e-4", "0.000e+0"
+    assert viewer.wait(TICK_LABELS_JS, ["weights-current-figure", "below", tiny]) == ["-5e-4", "0", "5e-4"]
+    big = [100_000, 125_000, 150_000]
+    assert viewer.wait(TICK_LABELS_JS, ["weights-current-figure", "below", big]) == ["1.00e5", "1.25e5", "1.50e5"]
     monitor.histogram("dense/kernel", (np.linspace(-1, 1, 5), np.array([4.0, 3.0, 2.0, 1.0])), step=1)
     viewer.wait("() => __find('weights-current').data.top[0] === 4")
     assert viewer.wait_column_length("weights-bands", "step", 2) == [0.0, 1.0]

@@ -151,17 +151,27 @@ def test_the_lab_screen_fits_the_window_and_turns_its_pages(
         assert width <= window_width and height <= window_height, (page, width, height)  # nothing off the window
 
 
-COLUMNS_JS = """() => { const grid = __find('curves-grid');
-  return grid && grid.children.length >= 4 ? [...new Set(grid.children.map(([, , column]) => column))] : null }"""
+COLUMNS_JS = """(name) => { const grid = __find(name);
+  return grid && grid.children.length >= 3 ? [...new Set(grid.children.map(([, , column]) => column))] : null }"""
+
+
+def _columns(viewer: Viewer, name: str, count: int) -> None:
+    viewer.wait(f"() => {{ const c = ({COLUMNS_JS})('{name}'); return c !== null && c.length === {count} }}")
 
 
 def test_a_portrait_screen_gets_one_column_of_charts(
     server: ServerThread, viewers: Callable[..., Viewer], monitors: Callable[..., Monitor]
 ) -> None:
-    monitors("tall").log({"loss": 1.0, "accuracy": 0.5, "lr": 0.1, "grad_norm": 2.0}, step=0)
-    portrait = viewers(server.url + "/?kiosk=1", viewport={"width": 720, "height": 1280})
+    monitor = monitors("tall")
+    monitor.log({"loss": 1.0, "accuracy": 0.5, "lr": 0.1, "grad_norm": 2.0}, step=0)
+    monitor.histogram("dense/kernel", np.random.default_rng(0).normal(size=100), step=0)
+    portrait = viewers(server.url + "/?kiosk=1&cycle=2", viewport={"width": 720, "height": 1280})
     landscape = viewers(server.url + "/?kiosk=1", viewport={"width": 1280, "height": 720})
-    assert landscape.wait(COLUMNS_JS) == [0, 1]  # four charts: two by two
-    portrait.wait("() => { const c = (" + COLUMNS_JS + ")(); return c !== null && c.length === 1 }")
-    portrait.page.set_viewport_size({"width": 1280, "height": 720})  # the screen turned: two columns again
-    portrait.wait("() => { const c = (" + COLUMNS_JS + ")(); return c !== null && c.length === 2 }")
+    _columns(landscape, "curves-grid", 2)  # four charts: two by two
+    _columns(portrait, "curves-grid", 1)
+    portrait.wait_text("kiosk-pages", "▶ Weights", timeout=30_000)
+    _columns(portrait, "weights-strip", 1)  # the histogram, bands and heatmap stacked, not three narrow charts
+    portrait.page.set_viewport_size({"width": 1280, "height": 720})  # the screen turned: side by side again
+    _columns(portrait, "weights-strip", 3)
+    portrait.wait_text("kiosk-pages", "▶ Training", timeout=30_000)
+    _columns(portrait, "curves-grid", 2)

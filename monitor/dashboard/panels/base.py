@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from bokeh.models import LayoutDOM
+from bokeh.models import GridBox, LayoutDOM
+from bokeh.models.ui import UIElement
 from bokeh.models.widgets import Div
 
 from monitor.dashboard.batch import Batch
@@ -54,9 +55,32 @@ class Panel:
     def advance(self) -> None:
         """Move on to the next thing this panel shows one at a time (a tensor, a sample), if any."""
 
+    def set_portrait(self, portrait: bool) -> None:
+        """Lay the lab screen's plots out for a portrait window (stacked) or a landscape one (side by side)."""
+
     def caption(self) -> str:
         """What the panel shows now, in a few words, for a view without its controls ('' for nothing to say)."""
         return ""
+
+
+class Strip:
+    """Plots side by side in a ``GridBox``, stacked in one column on a portrait lab screen (``set_portrait``)."""
+
+    def __init__(self, look: Look, children: Sequence[LayoutDOM], name: str) -> None:
+        self._children = list(children)
+        self.layout = GridBox(children=self._cells(portrait=False), sizing_mode=look.stretch, name=name)
+
+    def set_portrait(self, portrait: bool) -> None:
+        """Stack the plots (``portrait``) or put them side by side; a no-op if they already are."""
+        cells = self._cells(portrait)
+        if cells != self.layout.children:
+            self.layout.children = cells
+            # Stacked, the strip takes a plot's share of the lab screen's height for each of its plots,
+            # not one share for all of them beside a single plot below it.
+            self.layout.styles = {"flex": f"{len(cells)} 1 0px"} if portrait else {}
+
+    def _cells(self, portrait: bool) -> list[tuple[UIElement, int, int] | tuple[UIElement, int, int, int, int]]:
+        return [(child, i, 0) if portrait else (child, 0, i) for i, child in enumerate(self._children)]
 
 
 def empty_state(look: Look, name: str, text: str) -> Div:

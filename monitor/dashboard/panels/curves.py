@@ -23,18 +23,17 @@ import numpy as np
 from bokeh.layouts import column, row
 from bokeh.models import (
     ColumnDataSource,
-    CustomJSTickFormatter,
     DataRange1d,
     GridBox,
     HoverTool,
     LayoutDOM,
-    NumeralTickFormatter,
 )
 from bokeh.models.renderers import DataRenderer, GlyphRenderer
 from bokeh.models.ui import UIElement
 from bokeh.models.widgets import Div, RadioButtonGroup, Slider
 from bokeh.plotting import figure
 
+from monitor.dashboard.axes import steady_y_labels, step_ticks
 from monitor.dashboard.batch import Batch
 from monitor.dashboard.grouping import chart_key, group_metrics, is_validation, series_key
 from monitor.dashboard.history import RunHistory
@@ -49,22 +48,6 @@ EMPTY_TEXT = (
     "No training curves yet: log scalars with <code>monitor.log({'loss': loss})</code> "
     "or add <code>MonitorCallback</code> to <code>model.fit(callbacks=[...])</code>."
 )
-Y_LABEL_CHARS = 9
-"""Every y tick label is padded to at least this many characters of a monospace font (see ``steady_y_labels``)."""
-_Y_LABELS_JS = """
-const label = (value) => {
-  const step = ticks.length > 1 ? Math.abs(ticks[1] - ticks[0]) : (Math.abs(value) || 1);
-  const big = Math.max(...ticks.map(Math.abs));
-  if (value === 0) return "0";
-  if (big >= 1e5 || step < 1e-3)
-    return value.toExponential(Math.max(0, Math.min(9, Math.ceil(Math.log10(big / step)))));
-  return value.toFixed(Math.max(0, Math.min(6, -Math.floor(Math.log10(step)))));
-};
-const widest = (window.__labscreenYLabelWidths ??= new Map());
-const chars = Math.max(width, widest.get(key) ?? 0, ...ticks.map((t) => label(t).length));
-widest.set(key, chars);
-return label(tick).padStart(chars);
-"""
 _TOOLTIPS = [("series", "$name"), ("step", "@step{0,0}"), ("value", "@value{0.[0000]}"), ("time", "@wall{%F %T}")]
 
 
@@ -347,33 +330,8 @@ class CurvesPanel(Panel):
         return fig.line(x, "smooth", source=line.source, color=color, line_width=2, line_dash=dash, name=label)
 
 
-def step_ticks() -> NumeralTickFormatter:
-    """Step axis labels as 500, 2.5k, 14k, 1.2m: "10000 12000 14000" ran into each other on a narrow chart.
-
-    A new model each time: a Bokeh model belongs to one document.
-    """
-    return NumeralTickFormatter(format="0.[0]a")
-
-
 def _run_color(runs: list[str], run: str) -> str:
     return RUN_COLORS[runs.index(run) % len(RUN_COLORS)] if run in runs else "gray"
-
-
-def steady_y_labels(fig: figure) -> None:
-    """Give ``fig``'s linear y axis tick labels a width that changes rarely, and only grows.
-
-    BokehJS lays a plot out again whenever an axis changes size (and with
-    it the grid of charts around it), and a y axis changes width whenever
-    its widest tick label does: as a curve's range grows, nearly every
-    repaint of a live chart also re-measured and re-laid out the page around
-    it (a quarter of the page's time at 1,000 points/s). Labels are padded
-    to at least ``Y_LABEL_CHARS`` monospace characters, and to the widest
-    label this chart (by name, in this page) has shown: values needing more
-    digits (a timestamp, a large counter with small steps) widen the axis a
-    few times as the range settles, instead of on every other repaint.
-    """
-    fig.yaxis.formatter = CustomJSTickFormatter(args={"width": Y_LABEL_CHARS, "key": fig.name}, code=_Y_LABELS_JS)
-    fig.yaxis.major_label_text_font = "monospace"
 
 
 def _split(message: Scalars, chunks: dict[tuple[str, str], list[tuple[Array, Array, Array]]]) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 from bokeh.core.properties import field
-from bokeh.layouts import column, row
+from bokeh.layouts import column
 from bokeh.models import ColumnDataSource, FactorRange, LinearColorMapper
 from bokeh.models.annotations import Legend, LegendItem, Slope
 from bokeh.models.renderers import GlyphRenderer
@@ -27,7 +27,7 @@ from bokeh.transform import factor_cmap
 
 from monitor.dashboard.batch import Batch
 from monitor.dashboard.history import RunHistory
-from monitor.dashboard.panels.base import LOADING_TEXT, Panel, empty_html, empty_state, floats
+from monitor.dashboard.panels.base import LOADING_TEXT, Panel, Strip, empty_html, empty_state, floats
 from monitor.dashboard.theme import Look
 from monitor.wire import Predictions
 
@@ -106,6 +106,10 @@ class PredictionsPanel(Panel):
 
     def has_data(self) -> bool:
         return self._latest is not None
+
+    def set_portrait(self, portrait: bool) -> None:
+        self._class_strip.set_portrait(portrait)
+        self._regression_strip.set_portrait(portrait)
 
     def advance(self) -> None:
         """Show the next sample's probabilities (after the last, the first): the lab screen's turn."""
@@ -267,10 +271,9 @@ class PredictionsPanel(Panel):
             x="pred", y="true", text="label", source=self.confusion, text_color="ink", text_align="center",
             text_baseline="middle", text_font_size=self._look.px(11),
         )  # fmt: skip
-        return column(
-            row(bars, column(self.slider, sample, sizing_mode=stretch), confusion, sizing_mode=stretch),
-            sizing_mode=stretch,
-        )
+        chosen = column(self.slider, sample, sizing_mode=stretch)
+        self._class_strip = Strip(self._look, [bars, chosen, confusion], "predictions-strip")
+        return self._class_strip.layout
 
     def _regression_layout(self) -> Any:
         size = self._look.plot_size(300)
@@ -285,7 +288,8 @@ class PredictionsPanel(Panel):
         scatter.add_layout(Slope(gradient=1, y_intercept=0, line_dash="dashed", line_color="#d62728"))
         residual = figure(title="residuals (y_pred - y_true)", **size)
         residual.quad(left="left", right="right", top="top", bottom=0, source=self.residuals, alpha=0.8)
-        return row(scatter, residual, sizing_mode=self._look.stretch)
+        self._regression_strip = Strip(self._look, [scatter, residual], "regression-strip")
+        return self._regression_strip.layout
 
     def _embedding_plot(self) -> Any:
         fig = figure(

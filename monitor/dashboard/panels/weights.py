@@ -17,16 +17,16 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from bokeh.layouts import column, row
+from bokeh.layouts import column
 from bokeh.models import BasicTicker, ColumnDataSource, DataRange1d, LinearAxis, LinearColorMapper
 from bokeh.models.widgets import Select
 from bokeh.palettes import Viridis256
 from bokeh.plotting import figure
 
+from monitor.dashboard.axes import step_ticks, value_ticks
 from monitor.dashboard.batch import Batch
 from monitor.dashboard.history import RunHistory
-from monitor.dashboard.panels.base import LOADING_TEXT, Panel, empty_html, empty_state, floats
-from monitor.dashboard.panels.curves import step_ticks
+from monitor.dashboard.panels.base import LOADING_TEXT, Panel, Strip, empty_html, empty_state, floats
 from monitor.dashboard.percentiles import BAND_COLUMNS, histogram_percentiles, resample_counts
 from monitor.dashboard.theme import Look
 from monitor.wire import Histogram, Scalars
@@ -66,13 +66,10 @@ class WeightsPanel(Panel):
         # norms below, which go back to the run's start: on one axis the histograms became a sliver.
         self._steps = DataRange1d()
         self._norm_figure = self._norms_figure(look)
-        figures = row(
-            self._current_figure(look),
-            self._bands_figure(look),
-            self._heatmap_figure(look),
-            sizing_mode=look.stretch,
-        )
-        self._body = column(self.layer, figures, self._norm_figure, sizing_mode=look.stretch, visible=False)
+        figures = [self._current_figure(look), self._bands_figure(look), self._heatmap_figure(look)]
+        self._figures = Strip(look, figures, "weights-strip")
+        body = [self.layer, self._figures.layout, self._norm_figure]
+        self._body = column(*body, sizing_mode=look.stretch, visible=False)
         self.layout = column(self._empty, self._body, sizing_mode=look.stretch, name="weights")
 
     def loading(self, on: bool) -> None:
@@ -109,6 +106,9 @@ class WeightsPanel(Panel):
 
     def has_data(self) -> bool:
         return bool(self._kept)
+
+    def set_portrait(self, portrait: bool) -> None:
+        self._figures.set_portrait(portrait)
 
     def advance(self) -> None:
         """Choose the next tensor (after the last, the first): the lab screen shows each in turn."""
@@ -205,7 +205,8 @@ class WeightsPanel(Panel):
             name="weights-current-figure",
         )
         fig.quad(left="left", right="right", top="top", bottom=0, source=self.current, alpha=0.8)
-        fig.xaxis.ticker = BasicTicker(desired_num_ticks=3)  # labels like "-1.000e-7" of tiny weights overlapped
+        fig.xaxis.ticker = BasicTicker(desired_num_ticks=3)  # labels of tiny weights overlapped
+        fig.xaxis.formatter = value_ticks()
         return fig
 
     def _bands_figure(self, look: Look) -> figure:
@@ -215,7 +216,7 @@ class WeightsPanel(Panel):
             x_range=self._steps,
             tools="pan,wheel_zoom,reset",
         )
-        fig.xaxis.formatter = step_ticks()
+        fig.xaxis.formatter, fig.yaxis.formatter = step_ticks(), value_ticks()
         for (low, high), alpha in zip((("p0", "p100"), ("p7", "p93"), ("p16", "p84")), (0.15, 0.25, 0.35), strict=True):
             fig.varea(x="step", y1=low, y2=high, source=self.bands, alpha=alpha)
         fig.line(x="step", y="p50", source=self.bands, line_width=2)
@@ -228,7 +229,7 @@ class WeightsPanel(Panel):
             x_range=self._steps,
             tools="pan,wheel_zoom,reset",
         )
-        fig.xaxis.formatter = step_ticks()
+        fig.xaxis.formatter, fig.yaxis.formatter = step_ticks(), value_ticks()
         mapper = LinearColorMapper(palette=Viridis256)
         fig.image(image="image", x="x", y="y", dw="dw", dh="dh", source=self.heatmap, color_mapper=mapper)  # type: ignore[call-arg]
         return fig
@@ -252,6 +253,7 @@ class WeightsPanel(Panel):
         ratio_range.renderers = [ratio]
         fig.add_layout(LinearAxis(y_range_name="ratio", axis_label="update ratio"), "right")
         fig.yaxis[0].axis_label = "norm"
+        fig.yaxis.formatter = value_ticks()  # both y axes
         fig.xaxis.formatter = step_ticks()
         return fig
 
