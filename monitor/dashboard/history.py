@@ -28,6 +28,27 @@ FLUSH_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True)
+class Parts:
+    """Which parts of a run's history a reader draws (``ALL``: every part).
+
+    A tab opened late loads the history again for its panel alone, so it
+    reads only what that panel draws: the Weights tab of a run with 34
+    series read all of them, and every other part, to draw six.
+    """
+
+    scalars: tuple[str, ...] | None = ()
+    """Prefixes of the scalar series read; ``None`` for every series."""
+    histograms: bool = False
+    predictions: bool = False
+    graph: bool = False
+    data: bool = False
+    events: bool = False
+
+
+ALL = Parts(scalars=None, histograms=True, predictions=True, graph=True, data=True, events=True)
+
+
+@dataclass(frozen=True)
 class RunHistory:
     """Everything a session draws for one run at the moment it opens."""
 
@@ -46,21 +67,30 @@ class RunHistory:
         return int(series.steps[-1]) if series is not None and len(series.steps) else None
 
 
-def load_history(store: RunStore, run: str, points: int, histograms: int) -> RunHistory:
-    """Read a run's history, decimated to ``points`` per scalar line. Blocking.
+def load_history(store: RunStore, run: str, points: int, histograms: int, parts: Parts = ALL) -> RunHistory:
+    """Read ``parts`` of a run's history, scalar lines decimated to ``points``. Blocking.
 
     The store is flushed first so that everything already published is read.
-    An unknown run gives an empty history (it may not be written yet).
+    An unknown run gives an empty history (it may not be written yet). The
+    parts not read are empty, and ``after_history`` then keeps every buffered
+    live message of their kinds: a reader draws only the parts it reads.
     """
     if not store.flush(FLUSH_TIMEOUT):
         log.warning("store did not flush within %.0fs; history of %r may miss recent points", FLUSH_TIMEOUT, run)
+    prefixes = parts.scalars
     try:
+        names = [n for n in store.scalar_names(run) if prefixes is None or n.startswith(prefixes)]
         return RunHistory(
             run=run, info=store.get_run(run),
-            scalars={n: store.scalars(run, n, max_points=points) for n in store.scalar_names(run)},
-            histograms={n: store.histograms(run, n, limit=histograms) for n in store.histogram_names(run)},
-            predictions=store.predictions(run, limit=1), graph=store.graph(run),
-            data=store.data_summaries(run), events=store.events(run, limit=50),
+            scalars={n: store.scalars(run, n, max_points=points) for n in names},
+            histograms=(
+                {n: store.histograms(run, n, limit=histograms) for n in store.histogram_names(run)}
+                if parts.histograms else {}
+            ),
+            predictions=store.predictions(run, limit=1) if parts.predictions else [],
+            graph=store.graph(run) if parts.graph else None,
+            data=store.data_summaries(run) if parts.data else [],
+            events=store.events(run, limit=50) if parts.events else [],
         )  # fmt: skip
     except NotFoundError:
         return RunHistory(run=run)

@@ -152,7 +152,7 @@ class PanelSet:
         for i, holder in sorted(enumerate(self._holders), key=lambda pair: pair[0] == index):
             panel = self._tab_panels[i] if i == index else None
             wanted: list[UIElement] = [panel.layout] if panel is not None else [self._placeholders[i]]
-            if panel is not None and self._titles[i] in PRIMARY_ONLY:
+            if panel is not None and panel.primary_only:
                 wanted.insert(0, self._primary)
             if list(holder.children) != wanted:
                 holder.children = wanted  # not TabPanel.child: BokehJS 3.9 then draws the tab blank
@@ -190,8 +190,6 @@ class PanelSet:
                 panel.set_portrait(portrait)
 
 
-PRIMARY_ONLY = frozenset({"Weights", "Predictions", "Data", "Model"})
-"""Tabs that show the first picked run only (the curves overlay every run; the Runs tab lists them all)."""
 KIOSK_EVENTS = 3
 """Events the lab screen lists (the newest), so the stage keeps the window's height."""
 

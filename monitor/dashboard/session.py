@@ -41,7 +41,7 @@ from monitor.dashboard.batch import Batch
 from monitor.dashboard.context import DashboardContext
 from monitor.dashboard.directory import RunDirectory
 from monitor.dashboard.feed import Feed
-from monitor.dashboard.history import RunHistory, after_history, load_history
+from monitor.dashboard.history import ALL, Parts, RunHistory, after_history, load_history
 from monitor.dashboard.layout import PanelSet
 from monitor.dashboard.pacing import PageAcks
 from monitor.dashboard.panels.base import Panel
@@ -123,14 +123,20 @@ class DashboardSession:
     def _catch_up(self, panel: Panel) -> None:
         """Bring a panel built late to the runs shown: load their history for it alone.
 
-        Runs whose history the session is still loading need nothing here:
-        that load draws into every panel built by then.
+        Only what it draws is read: its parts (``Panel.history``), of the
+        first run alone for a panel that shows only that one. Runs whose
+        history the session is still loading need nothing here: that load
+        draws into every panel built by then.
         """
         if self.selected:
             panel.reset(self.selected)
             panel.loading(True)  # until the primary run's history is drawn here (by this load or the session's)
         panel.tick(time.time())
-        runs = [run for run in self.selected if run not in self._loading]
+        if panel.history == Parts():  # draws no history (the runs table)
+            panel.loading(False)
+            return
+        shown = self.selected[:1] if panel.primary_only else self.selected
+        runs = [run for run in shown if run not in self._loading]
         if runs:
             self._late[panel] = {run: [] for run in runs}
             for run in runs:
@@ -176,7 +182,8 @@ class DashboardSession:
 
     def _load(self, run: str, generation: int, panel: Panel | None = None) -> None:
         c = self._context
-        future = c.executor.submit(load_history, c.store, run, c.history_points, c.history_histograms)
+        parts = panel.history if panel is not None else ALL
+        future = c.executor.submit(load_history, c.store, run, c.history_points, c.history_histograms, parts)
         IOLoop.current().add_future(future, partial(self._history_ready, run, generation, panel))
 
     def _history_ready(self, run: str, generation: int, panel: Panel | None, future: Future[RunHistory]) -> None:

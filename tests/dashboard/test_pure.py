@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,18 +16,21 @@ from monitor.dashboard.dag import layer_of, layered_layout
 from monitor.dashboard.directory import _labels
 from monitor.dashboard.feed import Feed
 from monitor.dashboard.grouping import group_metrics, is_validation
-from monitor.dashboard.history import RunHistory, after_history
+from monitor.dashboard.history import ALL, RunHistory, after_history, load_history
 from monitor.dashboard.panels.base import LOADING_TEXT
 from monitor.dashboard.panels.curves import FLAT_SPAN, ROLLOVER, CurvesPanel
+from monitor.dashboard.panels.data import DataPanel
 from monitor.dashboard.panels.predictions import PredictionsPanel
+from monitor.dashboard.panels.weights import WeightsPanel
 from monitor.dashboard.patches import INLINE_BYTES, _InliningSerializer
 from monitor.dashboard.percentiles import histogram_percentiles, resample_counts
 from monitor.dashboard.progress import ETA_WINDOW, SPEED_WINDOW, Progress
 from monitor.dashboard.smoothing import ema
 from monitor.dashboard.theme import look_for
 from monitor.hub import Hub, HubMessage
+from monitor.store import SQLiteStore
 from monitor.store.base import RunInfo, ScalarSeries
-from monitor.wire import Event, Hello, Predictions, Scalars
+from monitor.wire import Event, Hello, Histogram, Predictions, Scalars
 
 
 def test_group_metrics_pairs_validation_and_orders_charts() -> None:
@@ -158,6 +162,34 @@ def test_after_history_drops_overlap_per_series_and_keeps_the_rest() -> None:
     assert isinstance(trimmed, Scalars)
     assert trimmed.steps.tolist() == [3, 2, 3] and trimmed.index.tolist() == [0, 1, 1]
     assert isinstance(kept[1], Hello)
+
+
+def test_a_panel_built_late_reads_only_the_parts_of_the_history_it_draws(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "runs.db")
+    store.start(lambda run, stream, seq: None)
+    try:
+        store.open_stream(Hello(run="a", stream="s"))
+        names = ("loss", "weights_norm/d/kernel", "update_ratio/d/kernel")
+        scalars = Scalars("a", 1, names, np.array([0, 0, 0]), np.zeros(3), np.arange(3), np.ones(3))
+        edges, counts = np.linspace(-1, 1, 3), np.array([1.0, 2.0])
+        histogram = Histogram("a", 2, "weights/d/kernel", 0, 1.0, edges, counts, -1.0, 1.0, 0.0, 0.5, 3, 0)
+        outputs = np.array([[0.9, 0.1]])
+        predictions = Predictions("a", 3, "validation", 0, 1.0, "classification", np.array([0]), outputs)
+        for message in (scalars, histogram, predictions, Event("a", 4, 0, 1.0, "info", "started")):
+            assert store.submit("s", message)
+        assert store.flush()
+        everything = load_history(store, "a", 100, 10, ALL)
+        assert set(everything.scalars) == set(names) and everything.histograms and everything.predictions
+        assert everything.events
+        weights = load_history(store, "a", 100, 10, WeightsPanel.history)
+        assert set(weights.scalars) == {"weights_norm/d/kernel", "update_ratio/d/kernel"}
+        assert list(weights.histograms) == ["weights/d/kernel"]
+        assert not weights.predictions and not weights.events and weights.info is not None
+        shown = load_history(store, "a", 100, 10, PredictionsPanel.history)
+        assert not shown.scalars and not shown.histograms and len(shown.predictions) == 1
+        assert load_history(store, "a", 100, 10, DataPanel.history) == RunHistory("a", info=shown.info)
+    finally:
+        store.close()
 
 
 def test_a_line_flat_since_its_varied_points_rolled_off_gets_a_span_around_its_value() -> None:

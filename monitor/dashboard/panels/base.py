@@ -10,7 +10,7 @@ store themselves.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from bokeh.models import GridBox, LayoutDOM
@@ -18,7 +18,7 @@ from bokeh.models.ui import UIElement
 from bokeh.models.widgets import Div
 
 from monitor.dashboard.batch import Batch
-from monitor.dashboard.history import RunHistory
+from monitor.dashboard.history import ALL, Parts, RunHistory
 from monitor.dashboard.theme import Look
 
 Array = np.ndarray[Any, Any]
@@ -29,6 +29,10 @@ class Panel:
     """Base class: every hook is a no-op until a panel overrides it."""
 
     layout: LayoutDOM
+    history: ClassVar[Parts] = ALL
+    """The parts of a run's history ``load`` draws (a panel built late has only those read for it)."""
+    primary_only: ClassVar[bool] = False
+    """Whether the panel shows the first of the runs shown only (then only that run's history is read for it)."""
 
     def reset(self, runs: Sequence[str]) -> None:
         """Forget everything; from now on ``runs`` are shown (the first is primary)."""

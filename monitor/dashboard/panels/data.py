@@ -26,7 +26,7 @@ from bokeh.plotting import figure
 from bokeh.transform import factor_cmap
 
 from monitor.dashboard.batch import Batch
-from monitor.dashboard.history import RunHistory
+from monitor.dashboard.history import Parts, RunHistory
 from monitor.dashboard.panels.base import LOADING_TEXT, Panel, empty_html, empty_state, floats
 from monitor.dashboard.theme import Look
 from monitor.wire import DataSummary
@@ -44,6 +44,9 @@ _PALETTE = list(Category10_10)
 
 class DataPanel(Panel):
     """Feature histograms, label distribution and a feature scatter."""
+
+    history = Parts(data=True)
+    primary_only = True
 
     def __init__(self, look: Look) -> None:
         self._run: str | None = None

@@ -18,7 +18,7 @@ from bokeh.plotting import figure
 
 from monitor.dashboard.batch import Batch
 from monitor.dashboard.dag import layered_layout
-from monitor.dashboard.history import RunHistory
+from monitor.dashboard.history import Parts, RunHistory
 from monitor.dashboard.panels.base import LOADING_TEXT, Panel, empty_html, empty_state, floats
 from monitor.dashboard.theme import Look
 from monitor.wire import Graph
@@ -32,6 +32,9 @@ _NODE_COLUMNS = ("x", "y", "name", "type", "shape", "params", "trainable")
 
 class ModelPanel(Panel):
     """The primary run's model graph and parameter table."""
+
+    history = Parts(graph=True)
+    primary_only = True
 
     def __init__(self, look: Look) -> None:
         self._run: str | None = None

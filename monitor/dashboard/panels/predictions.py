@@ -26,7 +26,7 @@ from bokeh.plotting import figure
 from bokeh.transform import factor_cmap
 
 from monitor.dashboard.batch import Batch
-from monitor.dashboard.history import RunHistory
+from monitor.dashboard.history import Parts, RunHistory
 from monitor.dashboard.panels.base import LOADING_TEXT, Panel, Strip, empty_html, empty_state, floats
 from monitor.dashboard.theme import Look
 from monitor.wire import Predictions
@@ -46,6 +46,9 @@ RESIDUAL_BINS = 30
 
 class PredictionsPanel(Panel):
     """The latest predictions of the primary run."""
+
+    history = Parts(predictions=True)
+    primary_only = True
 
     def __init__(self, look: Look) -> None:
         self._look = look

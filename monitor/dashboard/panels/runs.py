@@ -16,6 +16,7 @@ from bokeh.models import ColumnDataSource
 from bokeh.models.widgets import DataTable, DateFormatter, NumberFormatter, TableColumn
 
 from monitor.dashboard.directory import RunDirectory, RunRow, status_at
+from monitor.dashboard.history import Parts
 from monitor.dashboard.panels.base import Panel, empty_state, floats
 from monitor.dashboard.panels.header import NO_RUNS_TEXT, format_age
 from monitor.dashboard.theme import Look
@@ -28,6 +29,8 @@ _COLUMNS = ("id", "name", "project", "status", "started", "duration", "last_step
 
 class RunsPanel(Panel):
     """A table of all runs, kept current from the run directory."""
+
+    history = Parts()
 
     def __init__(
         self, look: Look, directory: RunDirectory, stale_after: float, on_pick: Callable[[list[str]], None]

@@ -25,7 +25,7 @@ from bokeh.plotting import figure
 
 from monitor.dashboard.axes import step_ticks, value_ticks
 from monitor.dashboard.batch import Batch
-from monitor.dashboard.history import RunHistory
+from monitor.dashboard.history import Parts, RunHistory
 from monitor.dashboard.panels.base import LOADING_TEXT, Panel, Strip, empty_html, empty_state, floats
 from monitor.dashboard.percentiles import BAND_COLUMNS, histogram_percentiles, resample_counts
 from monitor.dashboard.theme import Look
@@ -47,6 +47,9 @@ EMPTY_TEXT = (
 
 class WeightsPanel(Panel):
     """Histograms of the primary run's tensors, live."""
+
+    history = Parts(scalars=_NORM_PREFIXES, histograms=True)
+    primary_only = True
 
     def __init__(self, look: Look) -> None:
         self._run: str | None = None
