@@ -19,7 +19,8 @@ Y_LABEL_CHARS = 9
 _LABEL_JS = """
 const label = (value) => {
   if (value === 0) return "0";
-  const step = ticks.length > 1 ? Math.abs(ticks[1] - ticks[0]) : (Math.abs(value) || 1);
+  // 14.2 - 14.1 is 0.0999999…: rounded, or it would ask for one decimal too many ("14.10")
+  const step = Number((ticks.length > 1 ? Math.abs(ticks[1] - ticks[0]) : (Math.abs(value) || 1)).toPrecision(6));
   const big = Math.max(...ticks.map(Math.abs));
   let places = -Math.floor(Math.log10(step));  // digits after the point that a step of 1, 2 or 5 needs
   for (let more = 0; more < 3 && Math.abs(step * 10 ** places - Math.round(step * 10 ** places)) > 1e-6; more++)

@@ -110,14 +110,15 @@ class KioskStage:
         look = self._look
         items = []
         for page in pages:
-            label = html.escape(_label(page))
+            label = f"<span style='white-space:nowrap'>{html.escape(_label(page))}</span>"
             if _label(page) == _label(self._page):
                 caption = page.panel.caption()
-                label = f"<b style='color:{look.text}'>▶ {label}</b>"
-                if caption:
-                    label += f"<span style='color:{look.text}'> · {html.escape(caption)}</span>"
-            items.append(f"<span style='margin-right:28px;white-space:nowrap'>{label}</span>")
-        text = f"<div style='font-size:{look.px(16)};color:{look.muted};padding:2px 0 6px'>{''.join(items)}</div>"
+                label = f"<b style='color:{look.text};white-space:nowrap'>▶ {html.escape(_label(page))}</b>"
+                if caption:  # a long tensor name may break anywhere rather than run off a narrow window
+                    label += f"<span style='color:{look.text};overflow-wrap:anywhere'> · {html.escape(caption)}</span>"
+            items.append(f"<span style='margin-right:28px'>{label}</span>")
+        # Spaces between the names: a line that does not fit the window wraps instead of running off it.
+        text = f"<div style='font-size:{look.px(16)};color:{look.muted};padding:2px 0 6px'>{' '.join(items)}</div>"
         if self.indicator.text != text:
             self.indicator.text = text
 

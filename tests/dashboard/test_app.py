@@ -261,6 +261,9 @@ def test_page_reloads_itself_after_server_restart(
     assert viewer.wait_column_length("scalars:durable:loss", "value", 1) == [1.0]
 
 
+STRIP_WIDTHS_JS = """(name) => { const view = [...Bokeh.index.find(__find(name))][0];
+  const widths = view ? view.child_views.map((child) => child.el.getBoundingClientRect().width) : [];
+  return widths.length && widths.every((w) => w > 0) ? widths : null }"""
 TICK_LABELS_JS = """([figure, side, ticks]) => __find(figure)[side][0].formatter.doFormat(ticks, {loc: 0})"""
 
 
@@ -291,6 +294,10 @@ def test_weights_predictions_data_and_model_panels_show_pushed_values(
     assert [label.strip() for label in viewer.wait(TICK_LABELS_JS, ["chart:loss", "left", flat])] == [
         "0.0180", "0.0185", "0.0190",
     ]  # fmt: skip
+    inexact = [14.1, 14.2, 14.3]  # 14.2 - 14.1 is 0.0999…: not "14.10"
+    assert [label.strip() for label in viewer.wait(TICK_LABELS_JS, ["chart:loss", "left", inexact])] == [
+        "14.1", "14.2", "14.3",
+    ]  # fmt: skip
 
     viewer.show("Weights")
     assert viewer.column("scalars:panels:loss", "step") is None
@@ -315,6 +322,8 @@ def test_weights_predictions_data_and_model_panels_show_pushed_values(
     assert viewer.wait_column_length("predictions-classes", "cls", 3) == ["cat", "dog", "eel"]
     assert viewer.column("predictions-classes", "mean_prob") == pytest.approx(outputs.mean(axis=0).tolist())
     assert viewer.column("predictions-classes", "true_freq") == pytest.approx([0.25, 0.5, 0.25])
+    widths = viewer.wait(STRIP_WIDTHS_JS, "predictions-strip")  # the slider's column took 50% more than its share
+    assert max(widths) - min(widths) <= 2, widths
     viewer.wait("() => __find('predictions-no-embedding').visible")  # sent without one: says how to send it
     assert viewer.column("predictions-confusion", "count") == [1, 0, 0, 1, 1, 0, 0, 0, 1]
     assert viewer.column("predictions-confusion", "label") == ["1", "", "", "1", "1", "", "", "", "1"]  # on the cells

@@ -164,13 +164,16 @@ def test_a_portrait_screen_gets_one_column_of_charts(
 ) -> None:
     monitor = monitors("tall")
     monitor.log({"loss": 1.0, "accuracy": 0.5, "lr": 0.1, "grad_norm": 2.0}, step=0)
-    monitor.histogram("dense/kernel", np.random.default_rng(0).normal(size=100), step=0)
+    tensor = "block0/a_layer_with_a_very_long_name/kernel"  # the page line must wrap, not widen the page
+    monitor.histogram(tensor, np.random.default_rng(0).normal(size=100), step=0)
     portrait = viewers(server.url + "/?kiosk=1&cycle=2", viewport={"width": 720, "height": 1280})
     landscape = viewers(server.url + "/?kiosk=1", viewport={"width": 1280, "height": 720})
     _columns(landscape, "curves-grid", 2)  # four charts: two by two
     _columns(portrait, "curves-grid", 1)
     portrait.wait_text("kiosk-pages", "▶ Weights", timeout=30_000)
     _columns(portrait, "weights-strip", 1)  # the histogram, bands and heatmap stacked, not three narrow charts
+    width, _height, window_width, _window_height = portrait.wait(SIZES_JS, "weights-current-figure")
+    assert width <= window_width
     portrait.page.set_viewport_size({"width": 1280, "height": 720})  # the screen turned: side by side again
     _columns(portrait, "weights-strip", 3)
     portrait.wait_text("kiosk-pages", "▶ Training", timeout=30_000)

@@ -72,7 +72,10 @@ class Strip:
 
     def __init__(self, look: Look, children: Sequence[LayoutDOM], name: str) -> None:
         self._children = list(children)
-        self.layout = GridBox(children=self._cells(portrait=False), sizing_mode=look.stretch, name=name)
+        # Equal shares, whatever the content: "1fr" alone lets a column's content widen it (the slider's).
+        share: Any = "minmax(0, 1fr)"  # Bokeh's stubs type track sizes as Property objects, not the strings it takes
+        cells = self._cells(portrait=False)
+        self.layout = GridBox(children=cells, cols=share, rows=share, sizing_mode=look.stretch, name=name)
 
     def set_portrait(self, portrait: bool) -> None:
         """Stack the plots (``portrait``) or put them side by side; a no-op if they already are."""

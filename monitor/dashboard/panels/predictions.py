@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from bokeh.core.properties import field
 from bokeh.layouts import column
-from bokeh.models import ColumnDataSource, FactorRange, LinearColorMapper
+from bokeh.models import BasicTicker, ColumnDataSource, FactorRange, LinearColorMapper
 from bokeh.models.annotations import Legend, LegendItem, Slope
 from bokeh.models.renderers import GlyphRenderer
 from bokeh.models.widgets import Slider
@@ -232,7 +232,7 @@ class PredictionsPanel(Panel):
         size, stretch = self._look.plot_size(260), self._look.stretch
         self._class_range = FactorRange()
         bars = figure(
-            title="mean probability vs true frequency",
+            title="mean probability vs truth" if self._look.fill else "mean probability vs true frequency",
             x_range=self._class_range,
             **size,
             tools="hover",
@@ -254,9 +254,12 @@ class PredictionsPanel(Panel):
             tools="",
         )
         sample.vbar(x="cls", top="prob", width=0.7, color="color", source=self.sample)
+        if self._look.fill:  # the lab screen's large labels on its shorter charts: fewer, or they touch
+            for fig in (bars, sample):
+                fig.yaxis.ticker = BasicTicker(desired_num_ticks=4)
         self._confusion_x, self._confusion_y = FactorRange(), FactorRange()
         confusion = figure(
-            title="confusion (rows true, columns predicted)",
+            title="confusion: true by predicted" if self._look.fill else "confusion (rows true, columns predicted)",
             x_range=self._confusion_x,
             y_range=self._confusion_y,
             **size,
@@ -311,6 +314,8 @@ class PredictionsPanel(Panel):
         # Which colour is which class: one entry per class name, grouped in the page as the data changes.
         renderers: list[GlyphRenderer[Any]] = [points]
         self._embedding_legend = Legend(items=[LegendItem(label=field("name"), renderers=renderers)])
+        if self._look.fill:  # ten classes in one column ran off a lab screen's shorter charts
+            self._embedding_legend.nrows = 5
         fig.add_layout(self._embedding_legend, "right")
         return fig
 
