@@ -4,8 +4,9 @@ The server is ``tests.serving.ServerThread`` (a ``LabscreenServer`` on port 0
 in a background thread); producers are the real ``producers.Monitor``;
 browsers are headless Debian Chromium driven by playwright's sync API. Every
 page fails its test on a browser console error unless the test says which
-errors it expects, and on the warning that one of the page's BokehJS fixes
-(``static/patching.js``) was skipped.
+errors it expects, on the warning that one of the page's BokehJS fixes
+(``static/patching.js``) was skipped, and on BokehJS's "could not set initial
+ranges", which a fix silences.
 """
 
 from __future__ import annotations
@@ -67,8 +68,12 @@ class Viewer:
         page.on("pageerror", lambda exc: self.errors.append(f"pageerror: {exc}"))
 
     def _console(self, message: Any) -> None:
-        skipped_fix = message.type == "warning" and message.text.startswith("labscreen: BokehJS lacks")
-        if (message.type == "error" or skipped_fix) and not any(p.search(message.text) for p in self.allowed_errors):
+        # A page fix skipped, or one that no longer works (paint_fix.js change 8: BokehJS's warning on
+        # every paint of a chart with no data yet).
+        noise = message.type == "warning" and (
+            message.text.startswith("labscreen: BokehJS lacks") or "could not set initial ranges" in message.text
+        )
+        if (message.type == "error" or noise) and not any(p.search(message.text) for p in self.allowed_errors):
             self.errors.append(message.text)
 
     def open(self, url: str, timeout: float = 30_000) -> Viewer:

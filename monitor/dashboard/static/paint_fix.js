@@ -1,4 +1,4 @@
-// Seven changes to how BokehJS 3.9 paints, for pages that stream into many plots.
+// Eight changes to how BokehJS 3.9 paints, for pages that stream into many plots.
 //
 // 1. Skip rewriting an inline stylesheet with the text it already holds.
 //    BokehJS rewrites each renderer's "position" stylesheet on every paint,
@@ -55,6 +55,13 @@
 //    a patch that changes values but not the number of rows (the runs
 //    table: a run's status, duration, last step) reached the page's source
 //    but not the rows on screen until the table was rendered again.
+//
+// 8. Do not warn "could not set initial ranges" for a plot with no data yet.
+//    BokehJS warns on every paint of a plot whose automatic ranges have
+//    nothing to fit, and on this dashboard that is the normal state of a
+//    chart until its first point (a run without an embedding, a tensor
+//    without update ratios): a few hundred warnings a session buried
+//    anything worth reading in the console.
 //
 // Each change is skipped if the BokehJS on the page lacks what it replaces.
 (() => {
@@ -257,4 +264,11 @@
   } else {
     skipped("DataTableView.updateGrid");
   }
+
+  const manager = module("models/plots/range_manager");
+  replace(manager && manager.RangeManager && manager.RangeManager.prototype, "compute_initial", (compute) =>
+    function (...args) {
+      this.warn_initial_ranges = false;
+      return compute.apply(this, args);
+    });
 })();
