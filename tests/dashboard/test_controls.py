@@ -345,3 +345,31 @@ def test_selecting_rows_in_the_runs_table_overlays_and_switches_runs(
     assert sources == ["scalars:right:loss", "scalars:right:loss"]
     viewer.show("Runs")
     assert selected_runs(viewer) == ["right"]
+
+
+PICKED_TEXT_JS = """() => { const view = [...Bokeh.index.find(__find('run-picker'))][0];
+  const item = view && view.shadow_el.querySelector('.choices__list--multiple .choices__item');
+  return item ? item.firstChild.textContent : null }"""
+
+
+def test_names_from_producers_are_shown_as_text_and_never_run_as_html(
+    server: ServerThread, viewers: Callable[..., Viewer], monitors: Callable[..., Monitor]
+) -> None:
+    """Names come from any producer that may connect; a page must show them, not run them.
+
+    The run picker rendered a run's name as HTML (BokehJS 3.9's Choices.js):
+    this name ran its script in every open dashboard.
+    """
+    name = '<img src=x onerror="window.__ran = (window.__ran || 0) + 1">run <b>one</b>'
+    monitor = monitors(name, run="html-run", project="<i>project</i>")
+    monitor.log({"loss": 1.0, "<img src=x onerror='window.__ran=9'>": 2.0}, step=0)
+    monitor.histogram("<img src=x onerror='window.__ran=9'>/kernel", np.arange(10.0), step=0)
+    monitor.event("<img src=x onerror='window.__ran=9'> event")
+    viewer = viewers(server.url + "/?run=html-run")
+    viewer.wait_column_length("scalars:html-run:loss", "step", 1)
+    viewer.wait_text("header-run", "run &lt;b&gt;one&lt;/b&gt;")  # HTML that shows the name as written
+    assert viewer.wait(PICKED_TEXT_JS) == name
+    for tab in ("Weights", "Runs"):
+        viewer.show(tab)
+    viewer.wait("() => __find('runs-table').data.id.length === 1")
+    assert viewer.page.evaluate("() => window.__ran ?? null") is None

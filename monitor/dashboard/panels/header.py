@@ -115,7 +115,10 @@ class HeaderPanel(Panel):
     def tick(self, now: float) -> None:
         if self._directory.version != self._seen_version:
             self._seen_version = self._directory.version
-            self.picker.options = [(r.info.id, self._directory.label(r.info.id)) for r in self._directory.rows()]
+            # Escaped: BokehJS 3.9's picker (Choices.js) renders a label as HTML, so a run named
+            # "<img onerror=...>" ran script in every open dashboard.
+            rows = self._directory.rows()
+            self.picker.options = [(r.info.id, html.escape(self._directory.label(r.info.id))) for r in rows]
         info = self._directory.get(self._run) if self._run else None
         status = self._directory.status(self._run, now) if self._run else None
         self._set("status", self._badge(status))
