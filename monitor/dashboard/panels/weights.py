@@ -208,7 +208,7 @@ class WeightsPanel(Panel):
             name="weights-current-figure",
         )
         fig.quad(left="left", right="right", top="top", bottom=0, source=self.current, alpha=0.8)
-        fig.xaxis.ticker = BasicTicker(desired_num_ticks=3)  # labels of tiny weights overlapped
+        fig.xaxis.ticker = BasicTicker(desired_num_ticks=4)  # a few: a narrow chart, and labels like "-0.0010"
         fig.xaxis.formatter = value_ticks()
         return fig
 
