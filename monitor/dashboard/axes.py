@@ -19,6 +19,7 @@ Y_LABEL_CHARS = 9
 _LABEL_JS = """
 const label = (value) => {
   if (value === 0) return "0";
+  if (ticks.length < 2) return String(Number(value.toPrecision(6)));  // no step to size the decimals by
   // 14.2 - 14.1 is 0.0999999…: rounded, or it would ask for one decimal too many ("14.10")
   const step = Number((ticks.length > 1 ? Math.abs(ticks[1] - ticks[0]) : (Math.abs(value) || 1)).toPrecision(6));
   const big = Math.max(...ticks.map(Math.abs));

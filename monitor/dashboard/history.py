@@ -1,4 +1,4 @@
-"""A run's history as a new session sees it, and the seam to the live feed.
+"""A run's history as a new session sees it, which parts of it are read, and the seam to the live feed.
 
 ``load_history`` is blocking (it reads the store) and runs in the executor.
 A session subscribes to the hub *before* loading, buffers what arrives, and
@@ -50,7 +50,7 @@ ALL = Parts(scalars=None, histograms=True, predictions=True, graph=True, data=Tr
 
 @dataclass(frozen=True)
 class RunHistory:
-    """Everything a session draws for one run at the moment it opens."""
+    """What a session draws for one run at the moment it opens: every part, or those ``load_history`` was asked for."""
 
     run: str
     info: RunInfo | None = None
@@ -79,7 +79,8 @@ def load_history(store: RunStore, run: str, points: int, histograms: int, parts:
         log.warning("store did not flush within %.0fs; history of %r may miss recent points", FLUSH_TIMEOUT, run)
     prefixes = parts.scalars
     try:
-        names = [n for n in store.scalar_names(run) if prefixes is None or n.startswith(prefixes)]
+        every = store.scalar_names(run) if prefixes != () else []
+        names = [n for n in every if prefixes is None or n.startswith(prefixes)]
         return RunHistory(
             run=run, info=store.get_run(run),
             scalars={n: store.scalars(run, n, max_points=points) for n in names},

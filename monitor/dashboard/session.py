@@ -14,9 +14,10 @@ that stays behind is dropped (its connection closed, the session closed).
 page as one message (``monitor.dashboard.patches``).
 
 The hidden tabs' panels are built when their tab is first opened
-(``PanelSet``). A panel built late loads the history of the runs shown for
-itself, with the same seam handling per panel: live messages for it wait
-until its history is drawn, then continue it.
+(``PanelSet``). A panel built late loads what it draws of the history for
+itself (its ``Panel.history`` parts, of the first run alone if it shows
+only that one), with the same seam handling per panel: live messages for it
+wait until its history is drawn, then continue it.
 
 Thread safety: everything runs on the server's event loop; panel calls run
 as document callbacks (document lock held).

@@ -18,7 +18,7 @@ from monitor.wire.errors import ProtocolError
 from monitor.wire.frame import RawFrame
 from monitor.wire.limits import MAX_JSON_DEPTH, MAX_NAME_LENGTH, MAX_NAMES
 
-RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}\Z")  # \Z: "$" also matches before a final newline
 """Run ids appear in URLs, so they are restricted to a safe alphabet."""
 
 ArrayKind = Literal["int", "float", "real", "bool", "number"]

@@ -294,6 +294,7 @@ def test_weights_predictions_data_and_model_panels_show_pushed_values(
     assert [label.strip() for label in viewer.wait(TICK_LABELS_JS, ["chart:loss", "left", flat])] == [
         "0.0180", "0.0185", "0.0190",
     ]  # fmt: skip
+    assert viewer.wait(TICK_LABELS_JS, ["chart:loss", "left", [1234.5]])[0].strip() == "1234.5"  # no step to go by
     inexact = [14.1, 14.2, 14.3]  # 14.2 - 14.1 is 0.0999…: not "14.10"
     assert [label.strip() for label in viewer.wait(TICK_LABELS_JS, ["chart:loss", "left", inexact])] == [
         "14.1", "14.2", "14.3",

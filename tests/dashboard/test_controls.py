@@ -358,18 +358,47 @@ def test_names_from_producers_are_shown_as_text_and_never_run_as_html(
     """Names come from any producer that may connect; a page must show them, not run them.
 
     The run picker rendered a run's name as HTML (BokehJS 3.9's Choices.js):
-    this name ran its script in every open dashboard.
+    this name ran its script in every open dashboard. Every field a producer
+    names something in carries an image whose error handler counts, in two
+    compared runs, and every tab is opened; the page must count nothing and
+    request no image.
     """
-    name = '<img src=x onerror="window.__ran = (window.__ran || 0) + 1">run <b>one</b>'
-    monitor = monitors(name, run="html-run", project="<i>project</i>")
-    monitor.log({"loss": 1.0, "<img src=x onerror='window.__ran=9'>": 2.0}, step=0)
-    monitor.histogram("<img src=x onerror='window.__ran=9'>/kernel", np.arange(10.0), step=0)
-    monitor.event("<img src=x onerror='window.__ran=9'> event")
-    viewer = viewers(server.url + "/?run=html-run")
-    viewer.wait_column_length("scalars:html-run:loss", "step", 1)
+    tag = '<img src=x onerror="window.__ran = (window.__ran || 0) + 1">'
+    name = f"{tag}run <b>one</b>"
+    first = monitors(name, run="html-run", project=f"{tag}project", config={"note": tag})
+    second = monitors(f"{tag}two", run="html-two")
+    for monitor in (first, second):
+        monitor.log({"loss": 1.0, f"{tag}metric": 2.0}, step=0)
+        monitor.event(f"{tag} event")
+    first.histogram(f"{tag}/kernel", np.arange(10.0), step=0)
+    outputs = np.array([[0.9, 0.1], [0.2, 0.8]])
+    first.predictions(f"{tag}validation", np.array([0, 1]), outputs, step=0, classes=[f"{tag}a", f"{tag}b"])
+    rng = np.random.default_rng(0)
+    first.data_summary(
+        rng.normal(size=(20, 2)), labels=rng.integers(0, 2, 20), feature_names=[f"{tag}f1", f"{tag}f2"],
+        label_names=[f"{tag}yes", f"{tag}no"], name=f"{tag}train",
+    )  # fmt: skip
+    first.graph(
+        [{"name": f"{tag}in", "type": f"{tag}Input", "output_shape": tag, "params": 0, "trainable": 0},
+         {"name": f"{tag}dense", "type": "Dense", "output_shape": "(None, 2)", "params": 6, "trainable": 6}],
+        [(f"{tag}in", f"{tag}dense")],
+    )  # fmt: skip
+    viewer = viewers(server.url + "/?run=html-run&run=html-two")
+    images: list[str] = []
+    viewer.page.on("request", lambda request: images.append(request.url) if request.url.endswith("/x") else None)
+    viewer.wait_column_length("scalars:html-two:loss", "step", 1)
     viewer.wait_text("header-run", "run &lt;b&gt;one&lt;/b&gt;")  # HTML that shows the name as written
     assert viewer.wait(PICKED_TEXT_JS) == name
-    for tab in ("Weights", "Runs"):
+    drawn = {  # each tab, and a source of it that holds the names once it is drawn
+        "Weights": ("weights-current", "top", 10),
+        "Predictions": ("predictions-classes", "cls", 2),
+        "Data": ("data-labels", "label", 2),
+        "Model": ("model-nodes", "name", 2),
+        "Runs": ("runs-table", "id", 2),
+    }
+    for tab, (source, column, length) in drawn.items():
         viewer.show(tab)
-    viewer.wait("() => __find('runs-table').data.id.length === 1")
+        viewer.wait_column_length(source, column, length)
+    viewer.page.wait_for_load_state("networkidle")  # an image would be requested, and fail, by now
+    assert images == []
     assert viewer.page.evaluate("() => window.__ran ?? null") is None

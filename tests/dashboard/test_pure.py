@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from bokeh.models import DataRange1d
+from bokeh.models import ColumnDataSource, DataRange1d
 
 from monitor.dashboard.batch import Batch
 from monitor.dashboard.dag import layer_of, layered_layout
@@ -17,9 +17,10 @@ from monitor.dashboard.directory import _labels
 from monitor.dashboard.feed import Feed
 from monitor.dashboard.grouping import group_metrics, is_validation
 from monitor.dashboard.history import ALL, RunHistory, after_history, load_history
-from monitor.dashboard.panels.base import LOADING_TEXT
+from monitor.dashboard.panels.base import LOADING_TEXT, Panel
 from monitor.dashboard.panels.curves import FLAT_SPAN, ROLLOVER, CurvesPanel
 from monitor.dashboard.panels.data import DataPanel
+from monitor.dashboard.panels.model import ModelPanel
 from monitor.dashboard.panels.predictions import PredictionsPanel
 from monitor.dashboard.panels.weights import WeightsPanel
 from monitor.dashboard.patches import INLINE_BYTES, _InliningSerializer
@@ -30,7 +31,7 @@ from monitor.dashboard.theme import look_for
 from monitor.hub import Hub, HubMessage
 from monitor.store import SQLiteStore
 from monitor.store.base import RunInfo, ScalarSeries
-from monitor.wire import Event, Hello, Histogram, Predictions, Scalars
+from monitor.wire import DataSummary, Event, Graph, GraphNode, Hello, Histogram, Predictions, Scalars
 
 
 def test_group_metrics_pairs_validation_and_orders_charts() -> None:
@@ -164,6 +165,11 @@ def test_after_history_drops_overlap_per_series_and_keeps_the_rest() -> None:
     assert isinstance(kept[1], Hello)
 
 
+def _sources(panel: Panel) -> dict[str, dict[str, list[Any]]]:
+    sources = [m for m in panel.layout.references() if isinstance(m, ColumnDataSource)]
+    return {str(m.name): {k: np.asarray(v).tolist() for k, v in m.data.items()} for m in sources}
+
+
 def test_a_panel_built_late_reads_only_the_parts_of_the_history_it_draws(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "runs.db")
     store.start(lambda run, stream, seq: None)
@@ -173,21 +179,35 @@ def test_a_panel_built_late_reads_only_the_parts_of_the_history_it_draws(tmp_pat
         scalars = Scalars("a", 1, names, np.array([0, 0, 0]), np.zeros(3), np.arange(3), np.ones(3))
         edges, counts = np.linspace(-1, 1, 3), np.array([1.0, 2.0])
         histogram = Histogram("a", 2, "weights/d/kernel", 0, 1.0, edges, counts, -1.0, 1.0, 0.0, 0.5, 3, 0)
-        outputs = np.array([[0.9, 0.1]])
-        predictions = Predictions("a", 3, "validation", 0, 1.0, "classification", np.array([0]), outputs)
-        for message in (scalars, histogram, predictions, Event("a", 4, 0, 1.0, "info", "started")):
+        outputs = np.array([[0.9, 0.1], [0.3, 0.7]])
+        predictions = Predictions("a", 3, "validation", 0, 1.0, "classification", np.array([0, 1]), outputs)
+        summary = DataSummary(
+            "a", 4, "train", 0, 1.0, ("height",), np.linspace(0, 1, 3)[None, :], np.array([[2.0, 1.0]]),
+            label_names=("no", "yes"), label_counts=np.array([2.0, 1.0]),
+        )  # fmt: skip
+        layers = (GraphNode("in", "InputLayer"), GraphNode("dense", "Dense", "(None, 2)", 6, 6))
+        graph = Graph("a", 5, layers, (("in", "dense"),))
+        for message in (scalars, histogram, predictions, summary, graph, Event("a", 6, 0, 1.0, "info", "started")):
             assert store.submit("s", message)
         assert store.flush()
         everything = load_history(store, "a", 100, 10, ALL)
         assert set(everything.scalars) == set(names) and everything.histograms and everything.predictions
-        assert everything.events
+        assert everything.events and everything.data and everything.graph is not None
         weights = load_history(store, "a", 100, 10, WeightsPanel.history)
         assert set(weights.scalars) == {"weights_norm/d/kernel", "update_ratio/d/kernel"}
         assert list(weights.histograms) == ["weights/d/kernel"]
         assert not weights.predictions and not weights.events and weights.info is not None
         shown = load_history(store, "a", 100, 10, PredictionsPanel.history)
         assert not shown.scalars and not shown.histograms and len(shown.predictions) == 1
-        assert load_history(store, "a", 100, 10, DataPanel.history) == RunHistory("a", info=shown.info)
+        # What a panel draws from its parts is what it draws from the whole history.
+        look = look_for(False, dark=False)
+        for make in (WeightsPanel, PredictionsPanel, DataPanel, ModelPanel):
+            whole, part = make(look), make(look)
+            for panel, history in ((whole, everything), (part, load_history(store, "a", 100, 10, make.history))):
+                panel.reset(["a"])
+                panel.load(history)
+            assert _sources(part) == _sources(whole), make.__name__
+            assert any(any(len(column) for column in data.values()) for data in _sources(part).values())
     finally:
         store.close()
 

@@ -267,7 +267,7 @@ def test_wrong_protocol_version() -> None:
     assert err.code == "bad_version" and "99" in err.message
 
 
-@pytest.mark.parametrize("run", ["", "../etc", "a/b", "x" * 201, " spaced"])
+@pytest.mark.parametrize("run", ["", "../etc", "a/b", "x" * 201, " spaced", "newline\n"])
 def test_bad_run_ids(run: str) -> None:
     assert error_of(encode(Event(run, 1, 0, 0.0, "info", "hi"))).code == "bad_field"
 

@@ -30,7 +30,11 @@ class Panel:
 
     layout: LayoutDOM
     history: ClassVar[Parts] = ALL
-    """The parts of a run's history ``load`` draws (a panel built late has only those read for it)."""
+    """The parts of a run's history the panel draws, in ``load`` *and* ``update``.
+
+    A panel built late has only these read for it: a kind it draws live but leaves out here would start
+    with a gap.
+    """
     primary_only: ClassVar[bool] = False
     """Whether the panel shows the first of the runs shown only (then only that run's history is read for it)."""
 

@@ -56,12 +56,12 @@
 //    table: a run's status, duration, last step) reached the page's source
 //    but not the rows on screen until the table was rendered again.
 //
-// 8. Do not warn "could not set initial ranges" for a plot with no data yet.
-//    BokehJS warns on every paint of a plot whose automatic ranges have
-//    nothing to fit, and on this dashboard that is the normal state of a
-//    chart until its first point (a run without an embedding, a tensor
-//    without update ratios): a few hundred warnings a session buried
-//    anything worth reading in the console.
+// 8. Never warn "could not set initial ranges". BokehJS warns on every
+//    paint of a plot whose automatic ranges have nothing to fit, and on this
+//    dashboard that is the normal state of a chart until its first point (a
+//    run without an embedding, a tensor without update ratios): a few
+//    hundred warnings a session buried anything worth reading in the
+//    console. A plot whose ranges fail for another reason goes unflagged too.
 //
 // Each change is skipped if the BokehJS on the page lacks what it replaces.
 (() => {
