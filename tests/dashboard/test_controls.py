@@ -402,3 +402,21 @@ def test_names_from_producers_are_shown_as_text_and_never_run_as_html(
     viewer.page.wait_for_load_state("networkidle")  # an image would be requested, and fail, by now
     assert images == []
     assert viewer.page.evaluate("() => window.__ran ?? null") is None
+
+
+def test_the_lab_screen_shows_names_as_text_too(
+    server: ServerThread, viewers: Callable[..., Viewer], monitors: Callable[..., Monitor]
+) -> None:
+    """The lab screen names the tensor and sample it shows in its page line, with no picker to read them from."""
+    tag = '<img src=x onerror="window.__ran = 1">'
+    monitor = monitors(f"{tag}screen", run="html-screen")
+    monitor.log({"loss": 1.0}, step=0)
+    monitor.histogram(f"{tag}/kernel", np.arange(10.0), step=0)
+    viewer = viewers(server.url + "/?kiosk=1&cycle=2")
+    images: list[str] = []
+    viewer.page.on("request", lambda request: images.append(request.url) if request.url.endswith("/x") else None)
+    viewer.wait_text("header-run", "&lt;img src=x")
+    viewer.wait_text("kiosk-pages", "· &lt;img src=x", timeout=30_000)  # the Weights page, naming its tensor
+    viewer.page.wait_for_load_state("networkidle")
+    assert images == []
+    assert viewer.page.evaluate("() => window.__ran ?? null") is None
