@@ -21,7 +21,7 @@ const label = (value) => {
   if (value === 0) return "0";
   if (ticks.length < 2) return String(Number(value.toPrecision(6)));  // no step to size the decimals by
   // 14.2 - 14.1 is 0.0999999…: rounded, or it would ask for one decimal too many ("14.10")
-  const step = Number((ticks.length > 1 ? Math.abs(ticks[1] - ticks[0]) : (Math.abs(value) || 1)).toPrecision(6));
+  const step = Number(Math.abs(ticks[1] - ticks[0]).toPrecision(6));
   const big = Math.max(...ticks.map(Math.abs));
   let places = -Math.floor(Math.log10(step));  // digits after the point that a step of 1, 2 or 5 needs
   for (let more = 0; more < 3 && Math.abs(step * 10 ** places - Math.round(step * 10 ** places)) > 1e-6; more++)
@@ -32,11 +32,15 @@ const label = (value) => {
   }
   return value.toFixed(Math.max(0, places));
 };"""
+# Once per axis, not per tick: BokehJS binds ``this`` to one object for all the ticks it formats at a time.
 _STEADY_JS = """
-const widest = (window.__labscreenYLabelWidths ??= new Map());
-const chars = Math.max(width, widest.get(key) ?? 0, ...ticks.map((t) => label(t).length));
-widest.set(key, chars);
-return label(tick).padStart(chars);
+if (this.labels === undefined) {
+  const widest = (window.__labscreenYLabelWidths ??= new Map());
+  this.labels = ticks.map(label);
+  this.chars = Math.max(width, widest.get(key) ?? 0, ...this.labels.map((text) => text.length));
+  widest.set(key, this.chars);
+}
+return this.labels[index].padStart(this.chars);
 """
 
 
