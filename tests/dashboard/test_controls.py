@@ -347,6 +347,9 @@ def test_selecting_rows_in_the_runs_table_overlays_and_switches_runs(
     assert selected_runs(viewer) == ["right"]
 
 
+TITLE_TEXT_JS = """(name) => { const plot = [...Bokeh.index.find(__find(name))][0];
+  const title = plot ? [...plot.renderer_views.values()].find((view) => view.model.type === "Title") : undefined;
+  return title?._text_view ? [title._text_view.model.type, title._text_view.model.text] : null; }"""
 PICKED_TEXT_JS = """(count) => { const view = [...Bokeh.index.find(__find('run-picker'))][0];
   const items = view ? [...view.shadow_el.querySelectorAll('.choices__list--multiple .choices__item')] : [];
   return items.length === count ? items.map((item) => item.firstChild.textContent) : null }"""
@@ -368,7 +371,7 @@ def test_names_from_producers_are_shown_as_text_and_never_run_as_html(
     first = monitors(name, run="html-run", project=f"{tag}project", config={"note": tag})
     second = monitors(f"{tag}two", run="html-two")
     for monitor in (first, second):
-        monitor.log({"loss": 1.0, f"{tag}metric": 2.0}, step=0)
+        monitor.log({"loss": 1.0, f"{tag}metric": 2.0, "$$x^2$$": 3.0}, step=0)
         monitor.event(f"{tag} event")
     first.histogram(f"{tag}/kernel", np.arange(10.0), step=0)
     outputs = np.array([[0.9, 0.1], [0.2, 0.8]])
@@ -389,6 +392,7 @@ def test_names_from_producers_are_shown_as_text_and_never_run_as_html(
     viewer.wait_column_length("scalars:html-two:loss", "step", 1)
     viewer.wait_text("header-run", "run &lt;b&gt;one&lt;/b&gt;")  # HTML that shows the name as written
     assert sorted(viewer.wait(PICKED_TEXT_JS, 2)) == sorted([name, f"{tag}two"])  # in either order
+    assert viewer.wait(TITLE_TEXT_JS, "chart:$$x^2$$") == ["PlainText", "$$x^2$$"]  # not TeX, which draws a stub
     drawn = {  # each tab, and a source of it that holds the names once it is drawn
         "Weights": ("weights-current", "top", 10),
         "Predictions": ("predictions-classes", "cls", 2),

@@ -27,7 +27,9 @@ from bokeh.models import (
     GridBox,
     HoverTool,
     LayoutDOM,
+    PlainText,
 )
+from bokeh.models.annotations import Title
 from bokeh.models.renderers import DataRenderer, GlyphRenderer
 from bokeh.models.ui import UIElement
 from bokeh.models.widgets import Div, RadioButtonGroup, Slider
@@ -256,7 +258,8 @@ class CurvesPanel(Panel):
     def _figure(self, key: str) -> LayoutDOM:
         by_time = self.x_axis.active == 1
         fig = figure(
-            title=key, **self._look.plot_size(260), name=f"chart:{key}",
+            title=Title(text=PlainText(text=key)),  # a metric's name as written: "$$x$$" is not TeX here
+            **self._look.plot_size(260), name=f"chart:{key}",
             x_axis_type="datetime" if by_time else "linear",
             y_axis_type="log" if self.y_scale.active == 1 else "linear",
             tools="pan,wheel_zoom,box_zoom,reset,save",  # canvas: WebGL without a GPU repaints far slower
