@@ -344,6 +344,18 @@ def test_the_embedding_is_sent_in_class_order_with_class_names_for_its_legend() 
     assert panel.embedding.data["x"].tolist() == [0.0, 0.5, 1.0, 2.0]  # each point keeps its own coordinates
 
 
+def test_classes_past_the_tenth_colour_share_one_grey_legend_entry() -> None:
+    panel = PredictionsPanel(look_for(False, dark=False))
+    panel.reset(["r"])
+    y_true = np.array([12, 0, 10, 9, 12])
+    outputs = np.eye(13)[y_true]
+    classes = tuple(f"c{i}" for i in range(13))
+    embedding = np.arange(10.0).reshape(5, 2)
+    panel.update(Batch.of([Predictions("r", 1, "val", 0, 0.0, "classification", y_true, outputs, classes, embedding)]))
+    assert panel.embedding.data["name"] == ["c0", "c9", "2 other classes", "2 other classes", "2 other classes"]
+    assert panel.embedding.data["label"] == ["0", "9", "10", "12", "12"]  # colours: 10 and 12 get none
+
+
 def test_an_empty_panel_says_it_is_loading_until_the_history_is_drawn() -> None:
     panel = CurvesPanel(look_for(False, dark=False), str)
     panel.reset(["r"])

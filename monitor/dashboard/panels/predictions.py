@@ -149,6 +149,8 @@ class PredictionsPanel(Panel):
             order = np.argsort(np.asarray(p.y_true, dtype=np.int64), kind="stable")
             classes = _class_names(p)
             names = [classes[int(i)] if int(i) < len(classes) else i for i in labels]
+            grey = {i for i in labels if int(i) >= _COLOURED}  # drawn grey: one legend entry, not one each
+            names = [f"{len(grey)} other classes" if i in grey else n for i, n in zip(labels, names, strict=True)]
         self.embedding.data = {
             "x": floats(embedding[order, 0]),
             "y": floats(embedding[order, 1]),
@@ -309,7 +311,7 @@ class PredictionsPanel(Panel):
             source=self.embedding,
             size=5,
             alpha=0.7,
-            color=factor_cmap("label", list(Category10_10), [str(i) for i in range(10)]),
+            color=factor_cmap("label", list(Category10_10), [str(i) for i in range(_COLOURED)]),
         )
         # Which colour is which class: one entry per class name, grouped in the page as the data changes.
         renderers: list[GlyphRenderer[Any]] = [points]
@@ -318,6 +320,9 @@ class PredictionsPanel(Panel):
             self._embedding_legend.nrows = 5
         fig.add_layout(self._embedding_legend, "right")
         return fig
+
+
+_COLOURED = len(Category10_10)  # classes 0-9 get a colour of their own in the embedding
 
 
 def _class_names(p: Predictions) -> list[str]:
