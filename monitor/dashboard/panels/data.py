@@ -25,6 +25,7 @@ from bokeh.palettes import Category10_10
 from bokeh.plotting import figure
 from bokeh.transform import factor_cmap
 
+from monitor.dashboard.axes import class_labels_apart
 from monitor.dashboard.batch import Batch
 from monitor.dashboard.history import Parts, RunHistory
 from monitor.dashboard.panels.base import LOADING_TEXT, Panel, empty_html, empty_state, floats
@@ -157,6 +158,7 @@ class DataPanel(Panel):
             tooltips=[("label", "@label"), ("count", "@count")],
         )
         bars.vbar(x="label", top="count", width=0.8, color="color", source=self.labels)
+        class_labels_apart(bars)
         self._bars = bars
         pie = figure(
             title="label share",

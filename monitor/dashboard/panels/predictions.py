@@ -25,6 +25,7 @@ from bokeh.palettes import Blues256, Category10_10
 from bokeh.plotting import figure
 from bokeh.transform import factor_cmap
 
+from monitor.dashboard.axes import class_labels_apart
 from monitor.dashboard.batch import Batch
 from monitor.dashboard.history import Parts, RunHistory
 from monitor.dashboard.panels.base import LOADING_TEXT, Panel, Strip, empty_html, empty_state, floats
@@ -239,21 +240,24 @@ class PredictionsPanel(Panel):
             **size,
             tools="hover",
             tooltips=[("class", "@cls"), ("predicted", "@mean_prob{0.000}"), ("true", "@true_freq{0.000}")],
+            name="predictions-classes-figure",
         )
         truth = bars.vbar(
             x="cls", top="true_freq", width=0.8, source=self.classes, color=self._look.muted, alpha=0.5
         )  # fmt: skip
         mean = bars.vbar(x="cls", top="mean_prob", width=0.4, source=self.classes, color="#ff7f0e")
-        # Above the plot, not in it: inside, it covered the last classes' bars.
+        # Below the plot, not in it (inside, it covered the last classes' bars), and not above: the three
+        # charts' titles then line up (BokehJS lines up the frames of plots side by side in a grid).
         renderers: list[GlyphRenderer[Any]] = [truth, mean]
         labels = ("true frequency", "mean probability")
         items = [LegendItem(label=label, renderers=[r]) for label, r in zip(labels, renderers, strict=True)]
-        bars.add_layout(Legend(items=items, orientation="horizontal", location="top_left"), "above")
+        bars.add_layout(Legend(items=items, orientation="horizontal", location="top_left"), "below")
         sample = figure(
             title="one sample (green: true class)",
             x_range=self._class_range,
             **size,
             tools="",
+            name="predictions-sample-figure",
         )
         sample.vbar(x="cls", top="prob", width=0.7, color="color", source=self.sample)
         if self._look.fill:  # the lab screen's large labels on its shorter charts: fewer, or they touch
@@ -279,7 +283,8 @@ class PredictionsPanel(Panel):
             x="pred", y="true", text="label", source=self.confusion, text_color="ink", text_align="center",
             text_baseline="middle", text_font_size=self._look.px(11),
         )  # fmt: skip
-        chosen = column(self.slider, sample, sizing_mode=stretch)
+        class_labels_apart(bars, sample, confusion)
+        chosen = column(sample, self.slider, sizing_mode=stretch)  # the slider below: the titles line up
         self._class_strip = Strip(self._look, [bars, chosen, confusion], "predictions-strip")
         return self._class_strip.layout
 

@@ -1,0 +1,62 @@
+"""Text the page draws on its charts' canvases, read back from the canvas calls in Chromium."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from producers.client import Monitor
+from tests.dashboard.conftest import Viewer
+from tests.serving import ServerThread
+
+pytestmark = pytest.mark.browser
+
+RECORD_TEXT_JS = """(() => {
+  const fill = CanvasRenderingContext2D.prototype.fillText;
+  window.__drawn = [];
+  CanvasRenderingContext2D.prototype.fillText = function (text, x, y, ...rest) {
+    const m = this.getTransform();  // where on the canvas, and whether turned (a y axis's names)
+    const width = this.measureText(text).width;
+    window.__drawn.push({canvas: this.canvas, text: String(text), x: m.a * x + m.c * y + m.e,
+                         y: m.b * x + m.d * y + m.f, turned: m.b !== 0, align: this.textAlign, width: width * m.a});
+    return fill.call(this, text, x, y, ...rest);
+  };
+})();"""
+"""An init script: every string drawn on a canvas, with where it went and how wide it is in canvas pixels."""
+DRAWN_NAMES_JS = """(prefix) => window.__drawn.filter((d) => !d.turned && d.text.startsWith(prefix))
+  .map((d) => { const left = d.align === "center" ? d.x - d.width / 2 : d.align === "right" || d.align === "end"
+                  ? d.x - d.width : d.x;
+                return [d.text, left, left + d.width, Math.round(d.y)]; })"""
+REPAINT_JS = """(name) => { window.__drawn = [];
+  [...Bokeh.index.find(__find(name))][0].request_paint(); return true; }"""
+"""Forget what was drawn and have the chart ``name`` drawn again, whole (its layers are otherwise reused)."""
+
+
+def test_crowded_class_names_are_thinned_out_instead_of_drawn_over_each_other(
+    server: ServerThread, viewers: Callable[..., Viewer], monitors: Callable[..., Monitor]
+) -> None:
+    """Ten names like "class_7" under a chart a third of 1,024 px wide ran into each other: none could be read."""
+    monitor = monitors("crowded", run="crowded")
+    monitor.log({"loss": 1.0}, step=0)
+    y_true = np.arange(10)
+    monitor.predictions("val", y_true, np.eye(10)[y_true], step=0, classes=[f"class_{i}" for i in range(10)])
+    viewer = viewers(
+        server.url + "/?run=crowded", viewport={"width": 1024, "height": 768}, init_scripts=(RECORD_TEXT_JS,)
+    )
+    viewer.show("Predictions")
+    viewer.wait_column_length("predictions-classes", "cls", 10)
+    viewer.wait_column_length("predictions-sample", "cls", 10)
+    for figure in ("predictions-classes-figure", "predictions-sample-figure", "predictions-confusion-figure"):
+        viewer.wait(REPAINT_JS, figure)
+        viewer.wait("(prefix) => window.__drawn.some((d) => d.text.startsWith(prefix))", "class_")
+        drawn = sorted(viewer.page.evaluate(DRAWN_NAMES_JS, "class_"), key=lambda d: (d[3], d[1]))
+        rows: dict[int, list[tuple[str, float, float]]] = {}
+        for text, left, right, y in drawn:
+            rows.setdefault(y, []).append((text, left, right))
+        across = max(rows.values(), key=len)  # the x axis's row of names
+        assert 2 <= len(across) < 10  # some shown, not all: all ten do not fit
+        for (_, _, right), (_, left, _) in itertools.pairwise(across):
+            assert left - right >= 4, across  # apart, not touching
