@@ -315,8 +315,10 @@ class Monitor:
 
         Returns after every frame is acknowledged or refused, or after
         ``timeout``, whichever comes first; then the background thread stops
-        and the spool files are removed. A second call logs a warning and
-        returns the first report.
+        (within a quarter of a second; one still busy framing a huge
+        histogram stops at its next step, counting the calls it had not
+        framed as ``unframed``) and the spool files are removed. A second
+        call logs a warning and returns the first report.
 
         Args:
             status: ``"finished"`` or ``"crashed"``.
@@ -362,8 +364,16 @@ class Monitor:
                 self.run,
                 report.discarded,
             )
+        if report.unframed:
+            logger.warning(
+                "labscreen: run %s: %d calls were still being framed (a large histogram takes a while) when "
+                "finish() stopped waiting; they are discarded",
+                self.run,
+                report.unframed,
+            )
         if not report.undelivered and not report.dropped:
-            logger.info("labscreen: run %s delivered: %s", self.run, report)
+            if not report.unframed:
+                logger.info("labscreen: run %s delivered: %s", self.run, report)
             return
         # A warning even when the server was never reached: the first one said frames are kept, now they are gone.
         logger.warning(

@@ -57,7 +57,8 @@ logger = logging.getLogger(__name__)
 _MAX_INFLIGHT_BYTES = 8 * 1024 * 1024
 _CONNECT_TIMEOUT = 5.0
 _REPLY_TIMEOUT = 10.0
-_JOIN_TIMEOUT = 2.0
+_STOP_GRACE = 0.25
+"""Seconds ``close`` waits past its timeout for the thread to stop (it cancels its tasks, closes the link)."""
 DROP_ANNOUNCE_INTERVAL = 5.0
 """Least seconds between two announcements of frames dropped while connected."""
 
@@ -153,6 +154,8 @@ class Sender:
         self._run, self._flush_interval = hello.run, flush_interval
         self._queue: deque[Item] = deque()
         self._discarded = 0
+        self._in_hand = 0  # items taken from the queue by the drain under way and not framed yet
+        self._abandoned = False  # close stopped waiting while the thread was busy: it frames nothing more
         self._asleep = False
         self._closing = False
         self._dead = False
@@ -216,14 +219,24 @@ class Sender:
     def close(self, timeout: float) -> DeliveryReport:
         """Wait up to ``timeout`` s for every frame to be settled, then stop the thread.
 
+        Returns within ``timeout`` plus ``_STOP_GRACE`` s. A thread still busy
+        then (framing a huge histogram: numpy cannot be interrupted) is left
+        to stop at its next step, framing nothing more; the calls it had not
+        framed are counted as ``unframed``.
+
         Returns:
             The delivery report; never raises.
         """
+        deadline = time.monotonic() + max(0.0, timeout)
         self._closing = True
         self._call_soon(self._close_requested)
         self._settled.wait(max(0.0, timeout))
         self._call_soon(self._stop.set)
-        self._thread.join(_JOIN_TIMEOUT)
+        self._thread.join(max(0.0, deadline - time.monotonic()) + _STOP_GRACE)
+        if self._thread.is_alive():
+            self._abandoned = True
+            if self._final is None:
+                self._final = self._report(unframed=len(self._queue) + self._in_hand)
         return self._final or self._report()
 
     def snapshot(self) -> DeliveryReport:
@@ -260,9 +273,11 @@ class Sender:
     def _finalize(self) -> None:
         self._dead = True
         try:
-            while self._queue:
+            while self._queue and not self._abandoned:
                 self._drain()
-            self._final = self._report()
+            if self._final is None:
+                self._final = self._report()
+            self._queue.clear()
             self._buffer.close()
             pending = asyncio.all_tasks(self._loop)
             for task in pending:
@@ -277,8 +292,8 @@ class Sender:
                 self._loop.close()
             self._settled.set()
 
-    def _report(self) -> DeliveryReport:
-        return self._ledger.report(self._run, self._sent, self._discarded)
+    def _report(self, unframed: int = 0) -> DeliveryReport:
+        return self._ledger.report(self._run, self._sent, self._discarded, unframed)
 
     def _close_requested(self) -> None:
         self._wake.set()
@@ -346,10 +361,16 @@ class Sender:
                 scalars.append(item)
             else:
                 builders.append(item)
+            self._in_hand += 1
         for chunk in chunk_scalars(scalars):
             self._add(partial(scalars_message, items=chunk))
+        self._in_hand -= len(scalars)
         for build in builders:
+            if self._abandoned:  # close stopped waiting: nobody reads these frames
+                break
             self._add(build)
+            self._in_hand -= 1
+        self._in_hand = 0
         self._progress.set()
         self._check_settled()
 

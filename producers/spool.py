@@ -280,6 +280,9 @@ class DeliveryReport:
         discarded: Calls (``log``, ``histogram``...) discarded before they
             became frames, because the caller outran the background thread
             by more than ``MAX_QUEUED_ITEMS``; not counted in ``frames``.
+        unframed: Calls still waiting to become frames when ``finish``
+            stopped waiting, because the background thread was busy (binning
+            a huge histogram); discarded, not counted in ``frames``.
     """
 
     run: str
@@ -290,6 +293,7 @@ class DeliveryReport:
     dropped: int
     undelivered: int
     discarded: int = 0
+    unframed: int = 0
 
 
 class Ledger:
@@ -353,10 +357,10 @@ class Ledger:
         self._held_refused -= settled
         self.acked += len(released) - len(settled)
 
-    def report(self, run: str, sent: int, discarded: int = 0) -> DeliveryReport:
-        """The counts so far as a ``DeliveryReport``; ``sent`` and ``discarded`` are the sender's counts."""
+    def report(self, run: str, sent: int, discarded: int = 0, unframed: int = 0) -> DeliveryReport:
+        """The counts so far as a ``DeliveryReport``; ``sent``, ``discarded`` and ``unframed`` are the sender's."""
         return DeliveryReport(
-            run, self.frames, sent, self.acked, self.refused, self.dropped, self.outstanding, discarded
+            run, self.frames, sent, self.acked, self.refused, self.dropped, self.outstanding, discarded, unframed
         )
 
     def refuse(self, seq: int) -> bool:

@@ -391,6 +391,37 @@ def test_a_caller_that_outruns_the_sender_has_its_oldest_calls_discarded_counted
     assert any("900 calls were discarded" in w for w in warnings)
 
 
+def test_finish_does_not_wait_past_its_timeout_for_a_busy_sender_and_counts_what_it_had_not_framed(
+    server: ServerThread, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A sender binning a huge histogram cannot be interrupted: finish returns anyway, and says what was lost.
+
+    Before, finish waited its timeout, then up to 2 s more for the thread,
+    and reported only the frames made so far: the calls still queued were
+    lost without a word while the thread went on binning.
+    """
+    monitor = Monitor(server.url, name="busy", flush_interval=0)
+    held, release, returned = threading.Event(), threading.Event(), threading.Event()
+
+    def hold() -> None:  # the sender's loop is busy, as while binning 50M values
+        held.set()
+        release.wait(60)
+        returned.set()
+
+    monitor._sender._loop.call_soon_threadsafe(hold)
+    assert held.wait(30)
+    for step in range(10):
+        monitor.log({"loss": float(step)}, step=step)
+    report = monitor.finish(timeout=0.1)
+    assert not returned.is_set()  # finish came back while the loop was still busy
+    assert report.unframed == 11 and report.frames == 0  # ten points and the finish
+    assert any("11 calls were still being framed" in w for w in producer_warnings(caplog))
+    release.set()
+    monitor._sender._thread.join(30)
+    assert not monitor._sender._thread.is_alive()  # it stopped at its next step, framing nothing more
+    assert monitor.delivery() == report
+
+
 def test_a_wrong_token_is_reported_once_and_the_environment_token_is_used(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
