@@ -43,6 +43,11 @@ DEFAULT_HISTOGRAMS_EVERY = 100
 DEFAULT_PREDICTIONS_EVERY = 100
 
 
+def _due(previous: int, step: int, every: int) -> bool:
+    """Whether a multiple of ``every`` lies in (previous, step]: one call may run several batches."""
+    return step // every > previous // every
+
+
 def _every(value: int | None, what: str) -> int | None:
     if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
         raise ValueError(f"{what} must be a positive number of batches or None, got {value!r}")
@@ -176,6 +181,8 @@ class MonitorCallback(keras.callbacks.Callback):  # type: ignore[misc]
         self._step = 0
         self._epoch = 0
         self._batch_start = 0.0
+        self._batch_first = 0  # the first batch of the call under way: several with steps_per_execution
+        self._tensors_at = self._outputs_at = -1  # the steps of the last weight and output snapshots
         self._nan_seen = False
         self._snapshots = SnapshotReport()
 
@@ -234,20 +241,37 @@ class MonitorCallback(keras.callbacks.Callback):  # type: ignore[misc]
 
     def on_train_batch_begin(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
         self._batch_start = time.perf_counter()
+        self._batch_first = batch
 
     def on_train_batch_end(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
         if self._worker is None:
             return
-        seconds = time.perf_counter() - self._batch_start
-        self._step += 1
-        step, values = self._step, dict(logs or {})
+        previous = self._step
+        batches = max(1, batch - self._batch_first + 1)  # more than one with compile(steps_per_execution=N)
+        seconds = (time.perf_counter() - self._batch_start) / batches
+        self._step = step = self._steps_done(previous, batches)
+        values = dict(logs or {})
         self._check_loss(values.get("loss"))
-        if step % self._update_every == 0:
+        if _due(previous, step, self._update_every):
             self._worker.put(BatchLogs(step, self._epoch, values, seconds, self._batch_size))
-        if self._histograms_every and step % self._histograms_every == 0:
+        if self._histograms_every and _due(previous, step, self._histograms_every):
             self._snapshot_tensors(step)
-        if self._sample is not None and step % self._predictions_every == 0:
+        if self._sample is not None and _due(previous, step, self._predictions_every):
             self._snapshot_outputs(step)
+
+    def _steps_done(self, previous: int, batches: int) -> int:
+        """The optimizer's step count after this call, which ran ``batches`` batches (by their indices).
+
+        One batch per call is counted; several are read from the optimizer,
+        since the last call of an epoch may run fewer than its indices say.
+        """
+        optimizer = getattr(self.model, "optimizer", None)
+        if batches == 1 or optimizer is None:
+            return previous + batches
+        try:
+            return int(keras.ops.convert_to_numpy(optimizer.iterations))
+        except Exception:  # a backend that cannot read it now: the indices are right but for a short last call
+            return previous + batches
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
         if self._monitor is None or self._worker is None:
@@ -259,10 +283,10 @@ class MonitorCallback(keras.callbacks.Callback):  # type: ignore[misc]
     def on_train_end(self, logs: Mapping[str, Any] | None = None) -> None:
         if self._worker is None:
             return
-        step = self._step  # the last batch's state, unless its snapshot was due anyway (a short fit gets one)
-        if step > 0 and self._histograms_every and step % self._histograms_every != 0:
+        step = self._step  # the last batch's state, unless it was taken already (a short fit gets one)
+        if step > 0 and self._histograms_every and self._tensors_at != step:
             self._snapshot_tensors(step)
-        if step > 0 and self._sample is not None and step % self._predictions_every != 0:
+        if step > 0 and self._sample is not None and self._outputs_at != step:
             self._snapshot_outputs(step)
         self._end("finished")
 
@@ -341,6 +365,7 @@ class MonitorCallback(keras.callbacks.Callback):  # type: ignore[misc]
 
     def _snapshot_tensors(self, step: int) -> None:
         assert self._worker is not None
+        self._tensors_at = step
         self._offer("weights", step, self._take_weights)
         capture = self._capture
         if capture is not None:
@@ -352,6 +377,7 @@ class MonitorCallback(keras.callbacks.Callback):  # type: ignore[misc]
         return Tensors("weights", step, [variable_name(self.model, v) for v in variables], values)
 
     def _snapshot_outputs(self, step: int) -> None:
+        self._outputs_at = step
         self._offer("predictions", step, self._take_outputs)
 
     def _offer(self, kind: str, step: int, take: Callable[[int], Tensors | Outputs]) -> None:

@@ -176,6 +176,27 @@ def test_a_fit_shorter_than_the_snapshot_interval_still_sends_the_final_state(se
     assert histogram.min == pytest.approx(final.min()) and histogram.max == pytest.approx(final.max())
 
 
+def test_steps_per_execution_counts_every_batch_and_takes_snapshots_when_due(server: ServerThread) -> None:
+    """With ``compile(steps_per_execution=4)`` Keras calls back once per four batches (fewer at an epoch's end).
+
+    Before, each call counted as one step: loss landed at steps 1-4 of 12,
+    and a histogram was taken only when a call's count hit a multiple.
+    """
+    x, y = tabular()
+    model = mlp()
+    model.compile("adam", "sparse_categorical_crossentropy", steps_per_execution=4)
+    callback = MonitorCallback(server.url, name="spe", histograms_every=4)
+    fit(model, x, y, callback)  # six batches an epoch: calls of 4 and 2
+    fit(model, x, y, callback)  # a second fit goes on from the optimizer's count
+    store = store_of(server)
+    runs = [r.id for r in store.list_runs()]
+    steps = sorted(s for run in runs for s in store.scalars(run, "loss").steps.tolist())
+    assert steps == [4, 6, 10, 12, 16, 18, 22, 24]
+    assert int(model.optimizer.iterations.numpy()) == 24
+    histograms = sorted(h.step for run in runs for h in store.histograms(run, "weights/out/bias"))
+    assert histograms == [4, 10, 12, 16, 22, 24]  # when a multiple of 4 was passed, and at each fit's end
+
+
 def test_small_cnn(server: ServerThread) -> None:
     keras.utils.set_random_seed(0)
     x = np.random.default_rng(1).random((SAMPLES, 8, 8, 1)).astype("float32")
