@@ -9,6 +9,7 @@ yield zero counts and zero moments instead of raising.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from itertools import chain
 from typing import Any
@@ -92,25 +93,61 @@ class Summary:
     nonfinite: int
 
 
-def summarize(values: Array, bins: int) -> Summary:
+SUMMARY_CHUNK = 1 << 20
+"""Values cast to float64 and binned at a time by ``summarize``."""
+
+
+def summarize(values: Array, bins: int, chunk: int = SUMMARY_CHUNK) -> Summary:
     """Histogram and moments of every element of ``values``.
+
+    The values are read ``chunk`` at a time, in two passes (range and
+    moments, then counts): memory stays within a chunk's float64 copy of the
+    input, and the training thread gets the interpreter between chunks. Cast
+    whole, 50M float32 values took 1.35 GB and held the GIL for 120-180 ms
+    at a time.
 
     Args:
         values: Any numeric array; it is flattened.
         bins: Number of equal-width bins over the finite range, at least 1.
+        chunk: Values per chunk, at least 1.
 
     Returns:
         The summary; never raises for NaN, infinite or empty input.
     """
-    flat = np.asarray(values, dtype=np.float64).ravel()
-    finite = flat[np.isfinite(flat)]
-    edges, counts = bin_finite(finite, bins)
-    nonfinite = int(flat.size - finite.size)
-    if finite.size == 0:
-        return Summary(edges, counts, 0.0, 0.0, 0.0, 0.0, 0, nonfinite)
+    flat = np.asarray(values).ravel()
+    parts = [flat[start : start + chunk] for start in range(0, flat.size, chunk)]
+    low, high, count, mean, squares = math.inf, -math.inf, 0, 0.0, 0.0
     with np.errstate(over="ignore", invalid="ignore"):
-        mean, std = float(finite.mean()), float(finite.std())
-    return Summary(edges, counts, float(finite.min()), float(finite.max()), mean, std, int(finite.size), nonfinite)
+        for part in parts:
+            finite = _finite(part)
+            if finite.size == 0:
+                continue
+            low, high = min(low, float(finite.min())), max(high, float(finite.max()))
+            part_mean = float(finite.mean())
+            part_squares = float(np.square(finite - part_mean).sum())
+            total = count + finite.size  # Chan et al.'s pairwise update of the mean and squared deviations
+            delta = part_mean - mean
+            mean += delta * finite.size / total
+            squares += part_squares + delta * delta * count * finite.size / total
+            count = total
+    nonfinite = int(flat.size - count)
+    if count == 0:
+        return Summary(np.linspace(0.0, 1.0, bins + 1), np.zeros(bins), 0.0, 0.0, 0.0, 0.0, 0, nonfinite)
+    counts = np.zeros(bins)
+    if np.isfinite(high - low):  # even bins: numpy's fast path, which an array of edges does not take
+        edges = np.histogram_bin_edges(np.array([low, high]), bins=bins, range=(low, high))
+        for part in parts:
+            counts += np.histogram(_finite(part), bins=bins, range=(low, high))[0]
+    else:  # the range itself overflows float64: edges built at half scale
+        edges = np.linspace(low * 0.5, high * 0.5, bins + 1) * 2.0
+        for part in parts:
+            counts += np.histogram(_finite(part), bins=edges)[0]
+    return Summary(edges.astype(np.float64), counts, low, high, mean, math.sqrt(squares / count), count, nonfinite)
+
+
+def _finite(part: Array) -> Array:
+    cast = part.astype(np.float64)
+    return cast[np.isfinite(cast)]
 
 
 def from_counts(edges: Array, counts: Array) -> Summary:

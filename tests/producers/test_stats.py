@@ -32,6 +32,21 @@ def test_summary_bins_and_moments_match_numpy() -> None:
     assert summary.mean == pytest.approx(flat.mean()) and summary.std == pytest.approx(flat.std())
 
 
+def test_a_tensor_summarised_in_chunks_matches_numpy_over_the_whole() -> None:
+    rng = np.random.default_rng(1)
+    values = (rng.normal(size=10_007) * 3 + 1).astype(np.float32)
+    values[[5, 4_000, 9_999]] = [np.nan, np.inf, -np.inf]
+    summary = summarize(values, 32, chunk=1_000)  # eleven chunks, the last short
+    finite = values[np.isfinite(values)].astype(np.float64)
+    counts, edges = np.histogram(finite, bins=32)
+    np.testing.assert_array_equal(summary.counts, counts)
+    np.testing.assert_allclose(summary.edges, edges)
+    assert (summary.count, summary.nonfinite) == (10_004, 3)
+    assert (summary.min, summary.max) == (finite.min(), finite.max())
+    assert summary.mean == pytest.approx(finite.mean(), rel=1e-12) and summary.std == pytest.approx(finite.std())
+    assert summarize(np.full(2_500, 7.0), 3, chunk=1_000).counts.tolist() == [0, 2_500, 0]  # constant
+
+
 def test_non_finite_values_are_counted_and_excluded() -> None:
     values = np.array([1.0, 2.0, np.nan, np.inf, -np.inf, 3.0])
     summary = summarize(values, 4)
