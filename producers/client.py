@@ -20,6 +20,7 @@ import socket
 import sys
 import time
 import uuid
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -52,6 +53,9 @@ class Monitor:
 
     Thread safety: methods may be called from any thread; automatic step
     numbers are only well defined when ``log`` is called from one thread.
+    A process forked from the one that opened the Monitor (a data-loader
+    worker) sends nothing for it: its calls are ignored with one warning,
+    and its ``finish`` returns at once.
 
     Attributes:
         url: The ingest websocket address, e.g. ``ws://127.0.0.1:5006/ws/ingest``.
@@ -130,8 +134,10 @@ class Monitor:
         self._step = -1
         self._report: DeliveryReport | None = None
         self._ignored_warned = False
+        self._pid = os.getpid()
         self._sender.start()
         atexit.register(self._atexit)
+        _OPEN.add(self)
 
     def __enter__(self) -> Monitor:
         return self
@@ -350,8 +356,23 @@ class Monitor:
             return False
         if not self._ignored_warned:
             self._ignored_warned = True
-            logger.warning("labscreen: run %s is finished; %s() and later calls are ignored", self.run, method)
+            if os.getpid() != self._pid:
+                logger.warning(
+                    "labscreen: run %s belongs to process %d; this process, forked from it, sends nothing for it "
+                    "(%s() and later calls are ignored; open a Monitor here to monitor it)",
+                    self.run,
+                    self._pid,
+                    method,
+                )
+            else:
+                logger.warning("labscreen: run %s is finished; %s() and later calls are ignored", self.run, method)
         return True
+
+    def _forked(self) -> None:
+        """In a forked child: the sender's thread did not come along, so nothing here could be sent."""
+        if self._report is None:
+            self._report = DeliveryReport(self.run, 0, 0, 0, 0, 0, 0)
+        atexit.unregister(self._atexit)
 
     def _current(self, step: int | None) -> int:
         return max(self._step, 0) if step is None else items.step(step)
@@ -392,6 +413,21 @@ class Monitor:
             self.finish("crashed" if crashed is not None else "finished", timeout=_ATEXIT_TIMEOUT)
         except Exception:
             logger.debug("labscreen: finishing at exit failed", exc_info=True)
+
+
+_OPEN: weakref.WeakSet[Monitor] = weakref.WeakSet()
+"""Every Monitor of this process, for the fork hook."""
+
+
+def _after_fork_in_child() -> None:
+    # Without this a child's calls queued for a thread that does not exist in it, and its finish()
+    # waited out its timeout before reporting the parent's frames as its own.
+    for monitor in list(_OPEN):
+        monitor._forked()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _finish(run: str, seq: int, wall: float, status: str) -> DataMessage:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import subprocess
 import sys
 import threading
@@ -420,6 +422,41 @@ def test_finish_does_not_wait_past_its_timeout_for_a_busy_sender_and_counts_what
     monitor._sender._thread.join(30)
     assert not monitor._sender._thread.is_alive()  # it stopped at its next step, framing nothing more
     assert monitor.delivery() == report
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX fork")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Python 3.12 warns of fork() in a threaded process
+def test_a_forked_child_says_its_monitor_sends_nothing_there_and_does_not_wait_for_it(server: ServerThread) -> None:
+    """The sender's thread does not survive fork: a child's calls were queued for nobody, and lost in silence.
+
+    Its finish() then waited out its timeout and reported the parent's
+    frames as its own. The parent's run goes on untouched.
+    """
+    monitor = Monitor(server.url, name="parent")
+    monitor.log({"loss": 1.0}, step=0)
+    wait_until(lambda: monitor.delivery().acked == 1)
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child: report what its Monitor said and did, then leave without cleanup
+        try:
+            warnings: list[str] = []
+            handler = logging.Handler(logging.WARNING)
+            handler.emit = lambda record: warnings.append(record.getMessage())  # type: ignore[method-assign]
+            logging.getLogger("producers").addHandler(handler)
+            monitor.log({"loss": 2.0}, step=1)
+            report = monitor.finish(timeout=60)
+            os.write(write, json.dumps({"frames": report.frames, "warnings": warnings}).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        said = json.loads(pipe.read() or "{}")
+    os.waitpid(child, 0)
+    assert said["frames"] == 0
+    assert len(said["warnings"]) == 1 and "this process, forked from it, sends nothing" in said["warnings"][0]
+    monitor.log({"loss": 3.0}, step=2)
+    assert monitor.finish(timeout=30).undelivered == 0
+    assert store_of(server).scalars(monitor.run, "loss").values.tolist() == [1.0, 3.0]
 
 
 def test_a_wrong_token_is_reported_once_and_the_environment_token_is_used(
