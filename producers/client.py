@@ -403,7 +403,7 @@ class Monitor:
             report.undelivered + report.dropped,
             report.frames,
             self.url,
-            ", which was never reached" if self._sender.never_reached else "",
+            self._sender.never_linked,
             f" ({report.dropped} dropped while it was unreachable)" if report.dropped else "",
         )
 

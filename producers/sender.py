@@ -57,6 +57,8 @@ logger = logging.getLogger(__name__)
 _MAX_INFLIGHT_BYTES = 8 * 1024 * 1024
 _CONNECT_TIMEOUT = 5.0
 _REPLY_TIMEOUT = 10.0
+_ACK_TIMEOUT = 30.0
+"""Seconds a sent frame may wait for an acknowledgement before the link is taken for stalled and reopened."""
 _STOP_GRACE = 0.25
 """Seconds ``close`` waits past its timeout for the thread to stop (it cancels its tasks, closes the link)."""
 DROP_ANNOUNCE_INTERVAL = 5.0
@@ -97,6 +99,10 @@ class ExitSafeResolver(DefaultLoopResolver):
 
 class StoreBusy(Exception):
     """The server answered ``store_unavailable``: reconnect after a backoff and resend."""
+
+
+class LinkStalled(Exception):
+    """The server took frames and acknowledged none for ``_ACK_TIMEOUT`` s: reconnect and resend."""
 
 
 class LinkClosed(Exception):
@@ -176,12 +182,18 @@ class Sender:
         self._resolver = ExitSafeResolver()
         self._warned: set[str] = set()
         self._down_warned = False
+        self._refused = self._answered = False  # the server refused the connection / completed a handshake
+        self._unacked_since: float | None = None  # when the oldest frame sent and not acknowledged went
         self.connected_once = False
 
     @property
-    def never_reached(self) -> bool:
-        """True when connecting failed (and was warned about) and never succeeded."""
-        return self._down_warned and not self.connected_once
+    def never_linked(self) -> str:
+        """Why the run never reached a server that took it, for the final report ("" if it did or nothing failed)."""
+        if self.connected_once or not self._down_warned:
+            return ""
+        if self._refused:
+            return ", which refused the connection"
+        return ", which never welcomed the run" if self._answered else ", which was never reached"
 
     def start(self) -> None:
         """Start the background thread."""
@@ -397,12 +409,14 @@ class Sender:
             self.endpoint, headers=headers, connect_timeout=_CONNECT_TIMEOUT, request_timeout=_CONNECT_TIMEOUT
         )
         ws = await open_websocket(request, self._resolver)
+        self._answered = True
         try:
             await ws.write_message(encode(self._hello), binary=True)
             self._on_welcome(await asyncio.wait_for(self._welcome(ws), _REPLY_TIMEOUT))
             await self._serve(ws)
         finally:
             self._linked = False
+            self._unacked_since = None
             ws.close(1000)
             self._untrack(lambda sent: True)
 
@@ -428,7 +442,11 @@ class Sender:
         return reply if isinstance(reply, (Welcome, Ack, Error)) else None
 
     async def _serve(self, ws: WebSocketClientConnection) -> None:
-        tasks = {asyncio.create_task(self._read_loop(ws)), asyncio.create_task(self._write_loop(ws))}
+        tasks = {
+            asyncio.create_task(self._read_loop(ws)),
+            asyncio.create_task(self._write_loop(ws)),
+            asyncio.create_task(self._watch_acks()),
+        }
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -446,6 +464,19 @@ class Sender:
             elif isinstance(reply, Error):
                 self._on_error(reply)
 
+    async def _watch_acks(self) -> None:
+        """Raise ``LinkStalled`` when a sent frame has waited ``_ACK_TIMEOUT`` s for its acknowledgement.
+
+        A server that completed the handshake and then stopped answering
+        (hung, or a proxy that swallows frames) otherwise held the run's
+        frames with no word said until ``finish``.
+        """
+        while True:
+            await asyncio.sleep(min(1.0, _ACK_TIMEOUT / 4))
+            since = self._unacked_since
+            if since is not None and self._loop.time() - since > _ACK_TIMEOUT:
+                raise LinkStalled(f"no acknowledgement in {_ACK_TIMEOUT:g} s")
+
     async def _write_loop(self, ws: WebSocketClientConnection) -> None:
         while True:
             seq = await self._next_to_send()
@@ -456,7 +487,11 @@ class Sender:
             if seq > self._highest_sent:
                 self._highest_sent, self._sent = seq, self._sent + 1
             self._track(seq, len(data))
-            await ws.write_message(data, binary=True)
+            if self._unacked_since is None:
+                self._unacked_since = self._loop.time()
+            # Shielded: cancelling this task (the link closing) must not cancel tornado's own write future,
+            # which tornado then failed to resolve with a traceback in the log.
+            await asyncio.shield(ws.write_message(data, binary=True))
 
     async def _next_to_send(self) -> int:
         while True:
@@ -489,6 +524,7 @@ class Sender:
     def _on_ack(self, seq: int) -> None:
         self._backoff.reset()
         self._ledger.acknowledge(seq)
+        self._unacked_since = self._loop.time() if self._cursor - 1 > seq else None  # later frames wait from now
         while self._inflight and next(iter(self._inflight)) <= seq:
             # keys are in ascending order: sends go in seq order and a reconnect clears them
             self._inflight_bytes -= self._inflight.pop(next(iter(self._inflight)))
@@ -511,12 +547,16 @@ class Sender:
         self._warn_once(
             f"error:{error.code}", "labscreen: the server refused a frame (%s: %s)", error.code, error.message
         )
+        self._unacked_since = self._loop.time() if self._cursor - 1 > seq else None  # an answer, as an ack is
         if self._ledger.refuse(seq):
             self._untrack(lambda sent: sent == seq)
             self._check_settled()
 
     def _connection_failed(self, exc: Exception) -> None:
+        if isinstance(exc, HTTPClientError):
+            self._answered = True
         if isinstance(exc, LinkClosed) and exc.code is not None and 4000 <= exc.code <= 4999:
+            self._refused = True
             self._warn_once(
                 f"close:{exc.code}",
                 "labscreen: the server at %s refused the connection (close code %d: %s); retrying",
@@ -525,6 +565,7 @@ class Sender:
                 exc.reason or "no reason",
             )
         elif isinstance(exc, HTTPClientError) and exc.code in (401, 403):
+            self._refused = True
             self._warn_once(
                 f"http:{exc.code}", "labscreen: the server at %s refused the token (%s); retrying", self.endpoint, exc
             )

@@ -469,7 +469,7 @@ def test_a_wrong_token_is_reported_once_and_the_environment_token_is_used(
         wait_until(lambda: bool(producer_warnings(caplog)))
         assert refused.finish(timeout=0).undelivered == 2  # the log and the finish
         refusal, loss = producer_warnings(caplog)  # the 401 once, not per retry; then the frames given up
-        assert "401" in refusal and "2 of 2 frames were not delivered" in loss and "never reached" in loss
+        assert "401" in refusal and "2 of 2 frames were not delivered" in loss and "refused the connection" in loss
         monkeypatch.setenv("LABSCREEN_URL", server.url)
         monkeypatch.setenv("LABSCREEN_TOKEN", "s3cret")
         with Monitor(flush_interval=0) as accepted:
@@ -490,8 +490,9 @@ class FakeIngest:
     """A scriptable stand-in for ``/ws/ingest`` on port 0, for protocol edge cases.
 
     ``verdict(message, fake)`` decides each data frame: ``"ack"`` stores it
-    (counting duplicates), ``"refuse"`` answers a per-frame error, and
-    ``"unavailable"`` answers ``store_unavailable`` and closes with 4503.
+    (counting duplicates), ``"refuse"`` answers a per-frame error,
+    ``"silent"`` answers nothing, and ``"unavailable"`` answers
+    ``store_unavailable`` and closes with 4503.
     ``refuse_connections`` first connections are closed with 4001 on hello.
     """
 
@@ -565,6 +566,8 @@ class _FakeHandler(WebSocketHandler):
             self.reply(Ack(decoded.run, self.fake.last_seq))
         elif verdict == "refuse":
             self.reply(Error(decoded.run, decoded.seq, "bad_field", "refused by the test"))
+        elif verdict == "silent":  # taken, never answered: a hung server
+            return
         else:
             self.reply(Error(None, 0, "store_unavailable", "disk on fire"))
             self.close(4503, "store unavailable")
@@ -586,6 +589,21 @@ def test_refused_frames_are_settled_counted_and_warned_once_per_code(caplog: pyt
     assert [m for m in producer_warnings(caplog) if "bad_field" in m] == [
         "labscreen: the server refused a frame (bad_field: refused by the test)"
     ]
+
+
+def test_a_server_that_stops_acknowledging_is_left_and_the_frames_resent_elsewhere_in_time(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A server that welcomed the run and then answered nothing held its frames with no word said until finish."""
+    monkeypatch.setattr("producers.sender._ACK_TIMEOUT", 0.5)
+    with FakeIngest(lambda message, fake: "silent" if fake.connections == 1 else "ack") as fake:
+        monitor = Monitor(fake.url, flush_interval=0)
+        for step in range(3):
+            monitor.event(f"step {step}")
+        report = monitor.finish(timeout=60)
+    assert fake.connections >= 2 and report.acked == report.frames == 4  # three events and the finish
+    assert sorted(fake.stored.values()) == [1, 1, 1, 1]  # resent once, stored once
+    assert any("no acknowledgement in 0.5 s" in w for w in producer_warnings(caplog))
 
 
 def test_store_unavailable_frames_are_kept_and_resent_exactly_once(caplog: pytest.LogCaptureFixture) -> None:
