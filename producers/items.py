@@ -108,9 +108,12 @@ def metrics(values: Mapping[Any, Any]) -> tuple[tuple[str, ...], tuple[float, ..
 
 
 def number(value: Any, arg: str) -> float:
-    """A metric value: anything ``float()`` accepts except strings; NaN allowed."""
+    """A metric value: anything ``float()`` accepts except strings and complex numbers; NaN allowed."""
     if isinstance(value, (str, bytes)):
         raise TypeError(f"{arg} must be a number, got {type(value).__name__} {value!r:.40}")
+    if isinstance(value, complex) or getattr(getattr(value, "dtype", None), "kind", "") == "c":
+        # float() of a numpy complex keeps the real part with only a ComplexWarning
+        raise TypeError(f"{arg} must be a real number, got complex {value!r:.40}")
     try:
         return float(value)
     except (TypeError, ValueError) as exc:

@@ -118,6 +118,8 @@ def test_bad_constructor_arguments_are_named(kwargs: dict[str, Any], error: type
         (lambda m: m.log({1: 1.0}), TypeError, "metrics name"),
         (lambda m: m.log({"loss": 1.0}, step=-1), ValueError, "step"),
         (lambda m: m.log({"loss": 1.0}, step=1.5), TypeError, "step"),
+        (lambda m: m.log({"loss": np.complex64(1 + 1j)}), TypeError, "real number"),
+        (lambda m: m.log({"loss": np.array(1j)}), TypeError, "real number"),
         (lambda m: m.histogram("w", ["a", "b"]), TypeError, "values"),
         (lambda m: m.histogram("w", [[1, 2], [3]]), ValueError, "values"),
         (lambda m: m.histogram("w", [1.0], bins=0), ValueError, "bins"),
