@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from producers.client import Monitor
-from tests.dashboard.conftest import FIND_JS, Viewer
+from tests.dashboard.conftest import FIND_JS, READY_JS, Viewer
 from tests.serving import ServerThread
 
 pytestmark = pytest.mark.browser
@@ -259,6 +259,66 @@ def test_page_reloads_itself_after_server_restart(
     )
     viewer.page.evaluate(FIND_JS)
     assert viewer.wait_column_length("scalars:durable:loss", "value", 1) == [1.0]
+
+
+BEATS_ON_JS = """([name, n]) => window.Bokeh !== undefined && Bokeh.documents.length > 0
+  && Number(Bokeh.documents[0].get_model_by_name(name)?.text) >= n"""
+
+
+def test_a_page_hearing_from_the_server_is_not_taken_for_disconnected_while_behind_on_its_heartbeat(
+    server: ServerThread,
+    viewers: Callable[..., Viewer],
+    monitors: Callable[..., Monitor],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A page drawing 25 charts worked through one large patch for 5-8 s, the heartbeats waiting behind it in
+    BokehJS while the socket went on delivering, took the quiet heartbeat for a dead connection, and reloaded
+    itself three times a minute. Here the page stops seeing its heartbeat change: the model is renamed."""
+    monkeypatch.setattr("monitor.dashboard.template.STALL_MS", 2000)
+    monitors("busy").log({"loss": 1.0}, step=0)
+    viewer = viewers(server.url + "/?run=busy")
+    viewer.wait_column_length("scalars:busy:loss", "step", 1)
+    beat = int(viewer.text("heartbeat") or 0)
+    viewer.page.evaluate("() => { window.__before = true; __find('heartbeat').name = 'hidden-beat'; }")
+    viewer.wait(BEATS_ON_JS, ["hidden-beat", beat + 8])  # eight seconds of messages, four times the stall time
+    assert viewer.page.evaluate("() => window.__before === true")  # and the page was not reloaded
+    viewer.page.evaluate("() => { const t = Date.now(); while (Date.now() - t < 4000); }")  # busy twice as long
+    viewer.wait(BEATS_ON_JS, ["hidden-beat", beat + 12])
+    assert viewer.page.evaluate("() => window.__before === true")
+
+
+def test_a_page_whose_connection_goes_silent_reloads_itself(
+    server: ServerThread,
+    viewers: Callable[..., Viewer],
+    monitors: Callable[..., Monitor],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A half-open socket never reports itself closed: the server answers, and this page hears nothing."""
+    monkeypatch.setattr("monitor.dashboard.template.STALL_MS", 2000)
+    monitors("silent").log({"loss": 1.0}, step=0)
+    viewer = viewers(server.url + "/?run=silent")
+    cut = threading.Event()
+    connections: list[object] = []
+
+    def route(socket: Any) -> None:  # Bokeh's websocket, through playwright; the first one goes silent on cue
+        upstream = socket.connect_to_server()
+        first = not connections
+        connections.append(socket)
+        socket.on_message(upstream.send)
+        upstream.on_message(lambda message: None if first and cut.is_set() else socket.send(message))
+
+    viewer.page.route_web_socket(re.compile(r"/ws(\?|$)"), route)
+    viewer.page.reload()
+    viewer.page.wait_for_function(READY_JS)
+    viewer.page.evaluate(FIND_JS)
+    viewer.wait_column_length("scalars:silent:loss", "step", 1)
+    viewer.page.evaluate("() => { window.__before = true }")
+    cut.set()
+    viewer.wait("() => window.__before === undefined && window.Bokeh !== undefined && Bokeh.documents.length > 0",
+                timeout=45_000)  # fmt: skip
+    viewer.page.evaluate(FIND_JS)
+    assert viewer.wait_column_length("scalars:silent:loss", "value", 1) == [1.0]
+    assert len(connections) == 2
 
 
 STRIP_WIDTHS_JS = """(name) => { const view = [...Bokeh.index.find(__find(name))][0];

@@ -1,19 +1,47 @@
 // labscreen page watchdog. BokehJS does not come back after the server goes
 // away, and a half-open socket may never report itself closed. The page
-// counts its connection as lost when the document fires "connection_lost"
+// counts its connection as lost when the document fires "connection_lost",
 // or when the server's heartbeat model (a hidden Div named "heartbeat",
-// changed every second) has not changed for config.stall_ms. Then it polls
-// the health endpoint and reloads the page once the server answers. A page
-// that is not the dashboard (the viewer-limit notice) sets config.retry_ms
-// instead: it has no heartbeat and simply tries again after that long.
+// changed every second) has not changed, and no websocket message has
+// arrived, for config.stall_ms of the page's own time, and the server, asked
+// at its health endpoint, answers and still sends nothing for CONFIRM_MS
+// more. Then it polls the health endpoint and reloads the page once the
+// server answers. A page behind on its messages is not lost: BokehJS applies
+// them one after another, so a heartbeat may wait seconds behind a large
+// patch while the socket keeps delivering. Nor is a page that was busy (a
+// timer tick that comes late: a long task ran) or a server too busy to
+// answer. Before, a page drawing 25 charts, busy for 5-8 s at a time, took
+// itself for disconnected and reloaded three times a minute. A page that is not the
+// dashboard (the viewer-limit notice) sets config.retry_ms instead: it has
+// no heartbeat and simply tries again after that long.
 (function () {
   "use strict";
   var config = window.LABSCREEN || {};
   var healthz = config.healthz || "/healthz";
   var stallMs = config.stall_ms || 8000;
+  var TICK_MS = 1000;
+  var CONFIRM_MS = 3000;
   var lost = false;
   var lastBeat = null;
-  var lastChange = Date.now();
+  var lastTick = Date.now();
+  var quietMs = 0; // on-time ticks without a heartbeat
+  var answeredAt = null; // when the server answered a probe made in this quiet spell
+  var probing = false;
+  var heard = 0; // websocket messages received, counted as they arrive (before BokehJS works through them)
+  var heardAtTick = 0;
+
+  var Native = window.WebSocket;
+  if (Native && !Native.__labscreen) { // before BokehJS opens its socket: the page's scripts run first
+    var Counting = function (url, protocols) {
+      var socket = protocols === undefined ? new Native(url) : new Native(url, protocols);
+      socket.addEventListener("message", function () { heard += 1; });
+      return socket;
+    };
+    Counting.prototype = Native.prototype;
+    ["CONNECTING", "OPEN", "CLOSING", "CLOSED"].forEach(function (k) { Counting[k] = Native[k]; });
+    Counting.__labscreen = true;
+    window.WebSocket = Counting;
+  }
 
   function poll() {
     // A request on a pooled connection to a dead server may never answer:
@@ -36,11 +64,43 @@
     setTimeout(poll, 1000);
   }
 
+  function probe() {
+    // Is the server up and free to answer? Then a live connection would deliver a heartbeat soon.
+    if (probing) { return; }
+    probing = true;
+    var controller = new AbortController();
+    var timer = setTimeout(function () { controller.abort(); }, 1500);
+    fetch(healthz, { cache: "no-store", signal: controller.signal })
+      .then(function (response) {
+        if (response.ok && answeredAt === null && quietMs > 0) { answeredAt = Date.now(); }
+      })
+      .catch(function () { /* down or busy: the next tick asks again */ })
+      .then(function () { clearTimeout(timer); probing = false; });
+  }
+
   function watchHeartbeat(doc) {
+    var now = Date.now();
+    var late = now - lastTick > 2 * TICK_MS;
+    lastTick = now;
     var beat = doc.get_model_by_name("heartbeat");
     var text = beat ? beat.text : null;
-    if (text !== lastBeat) { lastBeat = text; lastChange = Date.now(); }
-    if (Date.now() - lastChange > stallMs) { onLost(); } else if (!lost) { setTimeout(function () { watchHeartbeat(doc); }, 1000); }
+    if (text !== lastBeat || late || heard !== heardAtTick) { // a beat, a message, or a busy page (see above)
+      lastBeat = text;
+      heardAtTick = heard;
+      quietMs = 0;
+      answeredAt = null;
+    } else {
+      quietMs += TICK_MS;
+    }
+    if (quietMs >= stallMs) {
+      if (answeredAt === null) {
+        probe();
+      } else if (now - answeredAt >= CONFIRM_MS) {
+        onLost(); // the server answers others, and has sent this page nothing since: its socket is dead
+        return;
+      }
+    }
+    if (!lost) { setTimeout(function () { watchHeartbeat(doc); }, TICK_MS); }
   }
 
   function attach() {
@@ -53,7 +113,7 @@
     if (docs && docs.length) {
       docs[0].on_event("connection_lost", onLost);
       document.documentElement.setAttribute("data-connection", "open");
-      lastChange = Date.now();
+      lastTick = Date.now();
       watchHeartbeat(docs[0]);
     } else {
       setTimeout(attach, 100);
