@@ -111,7 +111,8 @@ def number(value: Any, arg: str) -> float:
     """A metric value: anything ``float()`` accepts except strings and complex numbers; NaN allowed."""
     if isinstance(value, (str, bytes)):
         raise TypeError(f"{arg} must be a number, got {type(value).__name__} {value!r:.40}")
-    if isinstance(value, complex) or getattr(getattr(value, "dtype", None), "kind", "") == "c":
+    dtype = getattr(value, "dtype", None)  # numpy's has a kind, TensorFlow's and torch's say is_complex
+    if isinstance(value, complex) or getattr(dtype, "kind", "") == "c" or getattr(dtype, "is_complex", False):
         # float() of a numpy complex keeps the real part with only a ComplexWarning
         raise TypeError(f"{arg} must be a real number, got complex {value!r:.40}")
     try:

@@ -226,6 +226,7 @@ class MonitorCallback(keras.callbacks.Callback):  # type: ignore[misc]
         optimizer = getattr(self.model, "optimizer", None)
         self._step = int(keras.ops.convert_to_numpy(optimizer.iterations)) if optimizer is not None else 0
         self._nan_seen = False
+        self._tensors_at = self._outputs_at = -1  # a fit reusing this callback takes its own final snapshots
         self._worker = SnapshotWorker(monitor, optimizer, self._spec, bins=64)
         nodes, edges = model_graph(self.model)
         monitor.graph(nodes, edges)
@@ -247,9 +248,9 @@ class MonitorCallback(keras.callbacks.Callback):  # type: ignore[misc]
         if self._worker is None:
             return
         previous = self._step
-        batches = max(1, batch - self._batch_first + 1)  # more than one with compile(steps_per_execution=N)
+        batches = self._batches_run(batch)
         seconds = (time.perf_counter() - self._batch_start) / batches
-        self._step = step = self._steps_done(previous, batches)
+        self._step = step = previous + batches
         values = dict(logs or {})
         self._check_loss(values.get("loss"))
         if _due(previous, step, self._update_every):
@@ -259,19 +260,18 @@ class MonitorCallback(keras.callbacks.Callback):  # type: ignore[misc]
         if self._sample is not None and _due(previous, step, self._predictions_every):
             self._snapshot_outputs(step)
 
-    def _steps_done(self, previous: int, batches: int) -> int:
-        """The optimizer's step count after this call, which ran ``batches`` batches (by their indices).
+    def _batches_run(self, last: int) -> int:
+        """Batches this call ran: one, or more with ``compile(steps_per_execution=N)``, from their indices.
 
-        One batch per call is counted; several are read from the optimizer,
-        since the last call of an epoch may run fewer than its indices say.
+        An epoch's last call may run fewer than its indices say (six
+        batches in calls of four), so the indices stop at the epoch's
+        length when Keras knows it. The optimizer's count is not used: a
+        LossScaleOptimizer does not count the updates it skips.
         """
-        optimizer = getattr(self.model, "optimizer", None)
-        if batches == 1 or optimizer is None:
-            return previous + batches
-        try:
-            return int(keras.ops.convert_to_numpy(optimizer.iterations))
-        except Exception:  # a backend that cannot read it now: the indices are right but for a short last call
-            return previous + batches
+        steps = (self.params or {}).get("steps")
+        if isinstance(steps, int) and steps > 0:
+            last = min(last, steps - 1)
+        return max(1, last - self._batch_first + 1)
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
         if self._monitor is None or self._worker is None:

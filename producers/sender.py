@@ -31,6 +31,7 @@ under load the loop coalesces what arrives within ``flush_interval``.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import math
 import random
@@ -57,6 +58,8 @@ logger = logging.getLogger(__name__)
 _MAX_INFLIGHT_BYTES = 8 * 1024 * 1024
 _CONNECT_TIMEOUT = 5.0
 _REPLY_TIMEOUT = 10.0
+_CLOSE_STORE_UNAVAILABLE = 4503
+"""The server's close code when its store cannot take data (``monitor.ingest.CLOSE_STORE_UNAVAILABLE``)."""
 _ACK_TIMEOUT = 30.0
 """Seconds a sent frame may wait for an acknowledgement before the link is taken for stalled and reopened."""
 _STOP_GRACE = 0.25
@@ -162,6 +165,9 @@ class Sender:
         self._discarded = 0
         self._in_hand = 0  # items taken from the queue by the drain under way and not framed yet
         self._abandoned = False  # close stopped waiting while the thread was busy: it frames nothing more
+        # Held by the loop while it moves items, adds frames and settles them, and by close when it gives
+        # up on a busy thread: the report it takes then counts each call once, as a frame or as unframed.
+        self._books = threading.Lock()
         self._asleep = False
         self._closing = False
         self._dead = False
@@ -246,10 +252,17 @@ class Sender:
         self._call_soon(self._stop.set)
         self._thread.join(max(0.0, deadline - time.monotonic()) + _STOP_GRACE)
         if self._thread.is_alive():
-            self._abandoned = True
-            if self._final is None:
-                self._final = self._report(unframed=len(self._queue) + self._in_hand)
+            with self._books:
+                self._abandoned = True
+                if self._final is None:
+                    self._final = self._report(unframed=len(self._queue) + self._in_hand)
+            # The thread deletes the spool when it gets to stop; a process that exits first must not leave it.
+            atexit.register(self._close_buffer)
         return self._final or self._report()
+
+    def _close_buffer(self) -> None:
+        with self._books:
+            self._buffer.close()
 
     def snapshot(self) -> DeliveryReport:
         """Delivery so far (read without locking: each count is current, together only roughly)."""
@@ -287,10 +300,12 @@ class Sender:
         try:
             while self._queue and not self._abandoned:
                 self._drain()
-            if self._final is None:
-                self._final = self._report()
-            self._queue.clear()
-            self._buffer.close()
+            with self._books:
+                if self._final is None:
+                    self._final = self._report()
+                self._queue.clear()
+            self._close_buffer()
+            atexit.unregister(self._close_buffer)
             pending = asyncio.all_tasks(self._loop)
             for task in pending:
                 task.cancel()
@@ -339,7 +354,7 @@ class Sender:
         self._announced_drops += dropped
         self._last_announce = self._loop.time()
         text = f"labscreen dropped {dropped} frames {reason}"
-        self._add(lambda run, seq: Event(run, seq, -1, time.time(), "warning", text))
+        self._add(lambda run, seq: Event(run, seq, -1, time.time(), "warning", text), items=0)  # not a call
         self._progress.set()
         return True
 
@@ -367,33 +382,38 @@ class Sender:
     def _drain(self) -> None:
         scalars: list[ScalarItem] = []
         builders: list[Builder] = []
-        for _ in range(min(len(self._queue), DRAIN_SLICE)):
-            item = self._queue.popleft()
-            if isinstance(item, ScalarItem):
-                scalars.append(item)
-            else:
-                builders.append(item)
-            self._in_hand += 1
+        with self._books:
+            for _ in range(min(len(self._queue), DRAIN_SLICE)):
+                item = self._queue.popleft()
+                if isinstance(item, ScalarItem):
+                    scalars.append(item)
+                else:
+                    builders.append(item)
+                self._in_hand += 1
         for chunk in chunk_scalars(scalars):
-            self._add(partial(scalars_message, items=chunk))
-        self._in_hand -= len(scalars)
+            self._add(partial(scalars_message, items=chunk), len(chunk))
         for build in builders:
-            if self._abandoned:  # close stopped waiting: nobody reads these frames
+            if not self._add(build):  # close stopped waiting: nobody reads these frames
                 break
-            self._add(build)
-            self._in_hand -= 1
-        self._in_hand = 0
         self._progress.set()
         self._check_settled()
 
-    def _add(self, build: Builder) -> None:
+    def _add(self, build: Builder, items: int = 1) -> bool:
+        """Frame ``items`` calls (taken in hand) with ``build``; False once close gave up, framing nothing."""
         try:
-            data = encode(build(self._run, self._ledger.next_seq))
+            data: bytes | None = encode(build(self._run, self._ledger.next_seq))
         except Exception as exc:
-            self._ledger.unbuildable()
+            data = None
             self._warn_once(f"encode:{type(exc).__name__}", "labscreen: a frame could not be built (%s); skipped", exc)
-            return
-        self._ledger.add(data)
+        with self._books:
+            if self._abandoned:
+                return False
+            self._in_hand = max(0, self._in_hand - items)
+            if data is None:
+                self._ledger.unbuildable()
+            else:
+                self._ledger.add(data)
+        return True
 
     async def _link(self) -> None:
         while True:
@@ -471,11 +491,24 @@ class Sender:
         (hung, or a proxy that swallows frames) otherwise held the run's
         frames with no word said until ``finish``.
         """
+        interval = min(1.0, _ACK_TIMEOUT / 4)
         while True:
-            await asyncio.sleep(min(1.0, _ACK_TIMEOUT / 4))
+            before = self._loop.time()
+            await asyncio.sleep(interval)
+            now = self._loop.time()
             since = self._unacked_since
-            if since is not None and self._loop.time() - since > _ACK_TIMEOUT:
+            if since is None:
+                continue
+            if now - before > 2 * interval:  # this loop was busy (framing): acks may be unread, not unsent
+                self._unacked_since = now
+            elif now - since > _ACK_TIMEOUT:
                 raise LinkStalled(f"no acknowledgement in {_ACK_TIMEOUT:g} s")
+
+    def _restart_ack_clock(self) -> None:
+        """The server answered: frames sent and still unsettled wait for their acknowledgement from now."""
+        sent_held = max(0, self._cursor - self._buffer.first_seq)
+        waiting = sent_held - self._ledger.refused_held > 0
+        self._unacked_since = self._loop.time() if waiting else None
 
     async def _write_loop(self, ws: WebSocketClientConnection) -> None:
         while True:
@@ -513,7 +546,8 @@ class Sender:
             self._inflight_bytes -= self._inflight.pop(seq)
 
     def _on_welcome(self, welcome: Welcome) -> None:
-        self._ledger.acknowledge(welcome.last_seq)
+        with self._books:
+            self._ledger.acknowledge(welcome.last_seq)
         self._cursor = max(welcome.last_seq + 1, self._buffer.first_seq)
         self.connected_once = self._linked = True
         if self._down_warned:
@@ -523,8 +557,9 @@ class Sender:
 
     def _on_ack(self, seq: int) -> None:
         self._backoff.reset()
-        self._ledger.acknowledge(seq)
-        self._unacked_since = self._loop.time() if self._cursor - 1 > seq else None  # later frames wait from now
+        with self._books:
+            self._ledger.acknowledge(seq)
+        self._restart_ack_clock()
         while self._inflight and next(iter(self._inflight)) <= seq:
             # keys are in ascending order: sends go in seq order and a reconnect clears them
             self._inflight_bytes -= self._inflight.pop(next(iter(self._inflight)))
@@ -547,16 +582,18 @@ class Sender:
         self._warn_once(
             f"error:{error.code}", "labscreen: the server refused a frame (%s: %s)", error.code, error.message
         )
-        self._unacked_since = self._loop.time() if self._cursor - 1 > seq else None  # an answer, as an ack is
-        if self._ledger.refuse(seq):
+        with self._books:
+            refused = self._ledger.refuse(seq)
+        self._restart_ack_clock()  # an answer, as an acknowledgement is
+        if refused:
             self._untrack(lambda sent: sent == seq)
             self._check_settled()
 
     def _connection_failed(self, exc: Exception) -> None:
-        if isinstance(exc, HTTPClientError):
+        if isinstance(exc, HTTPClientError) and exc.code != 599:  # 599: tornado's own (timeout, no connection)
             self._answered = True
         if isinstance(exc, LinkClosed) and exc.code is not None and 4000 <= exc.code <= 4999:
-            self._refused = True
+            self._refused = exc.code != _CLOSE_STORE_UNAVAILABLE  # the server's store is down, not this run refused
             self._warn_once(
                 f"close:{exc.code}",
                 "labscreen: the server at %s refused the connection (close code %d: %s); retrying",

@@ -333,6 +333,11 @@ class Ledger:
         """
         return max(0, self.frames - self.acked - self.refused - self.dropped)
 
+    @property
+    def refused_held(self) -> int:
+        """Refused frames still held (until an acknowledgement passes them)."""
+        return len(self._held_refused)
+
     def is_refused(self, seq: int) -> bool:
         """Whether the server refused this held frame (so it must not be resent)."""
         return seq in self._held_refused

@@ -125,10 +125,13 @@ def summarize(values: Array, bins: int, chunk: int = SUMMARY_CHUNK) -> Summary:
             low, high = min(low, float(finite.min())), max(high, float(finite.max()))
             part_mean = float(finite.mean())
             part_squares = float(np.square(finite - part_mean).sum())
+            if count == 0:  # the first chunk with finite values (0 * an overflowing delta**2 would be NaN)
+                count, mean, squares = finite.size, part_mean, part_squares
+                continue
             total = count + finite.size  # Chan et al.'s pairwise update of the mean and squared deviations
             delta = part_mean - mean
             mean += delta * finite.size / total
-            squares += part_squares + delta * delta * count * finite.size / total
+            squares += part_squares + delta * delta * (count * finite.size / total)
             count = total
     nonfinite = int(flat.size - count)
     if count == 0:

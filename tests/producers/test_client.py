@@ -23,7 +23,7 @@ from tornado.web import Application
 from tornado.websocket import WebSocketHandler
 
 from monitor.store.base import RunStore
-from monitor.wire import Ack, Error, GraphNode, Hello, Welcome, decode, encode
+from monitor.wire import Ack, Error, Event, GraphNode, Hello, Welcome, decode, encode
 from producers import DeliveryReport, Monitor
 from tests.serving import ServerThread, free_port
 
@@ -395,6 +395,17 @@ def test_a_caller_that_outruns_the_sender_has_its_oldest_calls_discarded_counted
     assert any("900 calls were discarded" in w for w in warnings)
 
 
+def slow_builder(started: threading.Event, release: threading.Event) -> Callable[[str, int], Event]:
+    """A frame builder that takes until ``release``, as binning 50M values does."""
+
+    def build(run: str, seq: int) -> Event:
+        started.set()
+        release.wait(60)
+        return Event(run, seq, -1, time.time(), "info", "built late")
+
+    return build
+
+
 def test_finish_does_not_wait_past_its_timeout_for_a_busy_sender_and_counts_what_it_had_not_framed(
     server: ServerThread, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -402,28 +413,58 @@ def test_finish_does_not_wait_past_its_timeout_for_a_busy_sender_and_counts_what
 
     Before, finish waited its timeout, then up to 2 s more for the thread,
     and reported only the frames made so far: the calls still queued were
-    lost without a word while the thread went on binning.
+    lost without a word while the thread went on binning. The frame being
+    built when finish gave up is not sent after all (a review found it was).
     """
     monitor = Monitor(server.url, name="busy", flush_interval=0)
-    held, release, returned = threading.Event(), threading.Event(), threading.Event()
-
-    def hold() -> None:  # the sender's loop is busy, as while binning 50M values
-        held.set()
-        release.wait(60)
-        returned.set()
-
-    monitor._sender._loop.call_soon_threadsafe(hold)
-    assert held.wait(30)
+    started, release = threading.Event(), threading.Event()
+    monitor._sender.submit(slow_builder(started, release))
+    assert started.wait(30)
     for step in range(10):
         monitor.log({"loss": float(step)}, step=step)
     report = monitor.finish(timeout=0.1)
-    assert not returned.is_set()  # finish came back while the loop was still busy
-    assert report.unframed == 11 and report.frames == 0  # ten points and the finish
-    assert any("11 calls were still being framed" in w for w in producer_warnings(caplog))
+    assert monitor._sender._thread.is_alive()  # finish came back while the thread was still building
+    assert report.unframed == 12 and report.frames == 0  # the slow frame, ten points and the finish
+    assert any("12 calls were still being framed" in w for w in producer_warnings(caplog))
     release.set()
     monitor._sender._thread.join(30)
-    assert not monitor._sender._thread.is_alive()  # it stopped at its next step, framing nothing more
-    assert monitor.delivery() == report
+    assert not monitor._sender._thread.is_alive()  # it stopped at its next step
+    assert monitor.delivery() == report and monitor._sender._ledger.frames == 0
+    store = store_of(server)  # and it framed nothing more: what it reported lost is lost
+    assert monitor.run not in {run.id for run in store.list_runs()} or store.events(monitor.run) == []
+
+
+def test_a_busy_sender_given_up_on_leaves_no_spool_file_behind_at_exit(tmp_path: Path, absent_url: str) -> None:
+    """The thread deletes the spool when it stops; a process exiting before it gets there left the files."""
+    spool = tmp_path / "spool"
+    result = subprocess.run(
+        [sys.executable, "-c", _BUSY_EXIT_SCRIPT, absent_url, str(spool)],
+        cwd=Path(__file__).parents[2],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "spilled" in result.stdout and "calls were still being framed" in result.stderr, result
+    assert list(spool.glob("*.spool")) == []
+
+
+_BUSY_EXIT_SCRIPT = """
+import sys, threading
+from producers import Monitor
+from tests.producers.test_client import slow_builder
+monitor = Monitor(sys.argv[1], spool_dir=sys.argv[2], max_buffer_bytes=1, flush_interval=0)
+for step in range(20):
+    monitor.log({"loss": 1.0}, step=step)
+while not monitor._sender._buffer.spool_files:
+    threading.Event().wait(0.01)
+print("spilled", flush=True)
+started, release = threading.Event(), threading.Event()
+monitor._sender.submit(slow_builder(started, release))
+started.wait(30)
+monitor.finish(timeout=0.1)
+"""
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX fork")
@@ -606,6 +647,26 @@ def test_a_server_that_stops_acknowledging_is_left_and_the_frames_resent_elsewhe
     assert fake.connections >= 2 and report.acked == report.frames == 4  # three events and the finish
     assert sorted(fake.stored.values()) == [1, 1, 1, 1]  # resent once, stored once
     assert any("no acknowledgement in 0.5 s" in w for w in producer_warnings(caplog))
+
+
+def test_a_refusal_of_a_later_frame_does_not_hide_an_earlier_one_left_unacknowledged(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The stall clock restarted on any answer, and stopped when the newest sent frame was refused."""
+    monkeypatch.setattr("producers.sender._ACK_TIMEOUT", 0.5)
+
+    def verdict(message: Any, fake: FakeIngest) -> str:
+        if fake.connections > 1:
+            return "ack"
+        return {1: "silent", 2: "refuse"}.get(message.seq, "silent")
+
+    with FakeIngest(verdict) as fake:
+        monitor = Monitor(fake.url, flush_interval=0)
+        monitor.event("swallowed")
+        monitor.event("refused")
+        wait_until(lambda: fake.connections >= 2)  # a reconnect after the stall, before any later frame
+        report = monitor.finish(timeout=60)
+    assert (report.refused, report.undelivered) == (1, 0)
 
 
 def test_store_unavailable_frames_are_kept_and_resent_exactly_once(caplog: pytest.LogCaptureFixture) -> None:

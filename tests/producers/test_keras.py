@@ -27,9 +27,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from monitor.dashboard.panels.base import LOADING_TEXT
 from monitor.store.base import RunStore
+from producers import items
 from producers.client import Monitor
 from producers.keras import MonitorCallback
 from producers.keras_run import variable_name
@@ -195,6 +197,25 @@ def test_steps_per_execution_counts_every_batch_and_takes_snapshots_when_due(ser
     assert int(model.optimizer.iterations.numpy()) == 24
     histograms = sorted(h.step for run in runs for h in store.histograms(run, "weights/out/bias"))
     assert histograms == [4, 10, 12, 16, 22, 24]  # when a multiple of 4 was passed, and at each fit's end
+
+
+def test_a_callback_reused_for_a_fresh_model_sends_that_fit_s_final_snapshot_too(server: ServerThread) -> None:
+    """Cross-validation folds: each fit of a fresh model ends at the same step, and each gets its final state."""
+    x, y = tabular()
+    callback = MonitorCallback(server.url, histograms_every=100, predictions=(x[:8], y[:8]), predictions_every=100)
+    for _ in range(2):
+        fit(mlp(), x, y, callback)
+    store = store_of(server)
+    runs = [r.id for r in store.list_runs()]
+    assert len(runs) == 2
+    for run in runs:
+        assert [h.step for h in store.histograms(run, "weights/out/bias")] == [STEPS]
+        assert [p.step for p in store.predictions(run)] == [STEPS]
+
+
+def test_complex_tensors_are_refused_as_metric_values() -> None:
+    with pytest.raises(TypeError, match="real number"):
+        items.number(tf.constant(1 + 1j), "loss")
 
 
 def test_small_cnn(server: ServerThread) -> None:

@@ -45,6 +45,8 @@ def test_a_tensor_summarised_in_chunks_matches_numpy_over_the_whole() -> None:
     assert (summary.min, summary.max) == (finite.min(), finite.max())
     assert summary.mean == pytest.approx(finite.mean(), rel=1e-12) and summary.std == pytest.approx(finite.std())
     assert summarize(np.full(2_500, 7.0), 3, chunk=1_000).counts.tolist() == [0, 2_500, 0]  # constant
+    huge = np.random.default_rng(2).normal(1e160, 1e150, 3_000)  # the first chunk's squared mean overflows
+    assert summarize(huge, 8, chunk=1_000).std == pytest.approx(huge.std(), rel=1e-6)
 
 
 def test_non_finite_values_are_counted_and_excluded() -> None:
