@@ -57,6 +57,7 @@ class RunDirectory:
         self._context = context
         self._runs: dict[str, RunInfo] = {}
         self._bests: dict[str, dict[str, float]] = {}
+        self._bests_read: set[str] = set()  # runs whose stored history has been searched for their best value
         self._subscription: Subscription | None = None
         self._timer: PeriodicCallback | None = None
         self._loop: IOLoop | None = None
@@ -84,8 +85,7 @@ class RunDirectory:
     def refresh(self) -> None:
         """Re-read the run list from the store in the executor, then merge it."""
         assert self._loop is not None
-        known = set(self._runs)
-        future = self._context.executor.submit(_read_runs, self._context.store, known)
+        future = self._context.executor.submit(_read_runs, self._context.store, set(self._bests_read))
         self._loop.add_future(future, self._merge_store)  # type: ignore[arg-type]
 
     def rows(self) -> list[RunRow]:
@@ -167,6 +167,7 @@ class RunDirectory:
             return
         for info in infos:
             self._runs[info.id] = _merged(info, self._runs.get(info.id))
+        self._bests_read.update(bests)
         for run, values in bests.items():
             for name, value in values.items():
                 _update_best(self._bests.setdefault(run, {}), name, [value], dict(MAIN_METRICS)[name])
@@ -204,13 +205,17 @@ def _update_best(bests: dict[str, float], name: str, values: list[float], higher
         bests[name] = candidate if old is None else (max(old, candidate) if higher else min(old, candidate))
 
 
-def _read_runs(store: RunStore, known: set[str]) -> tuple[list[RunInfo], dict[str, dict[str, float]]]:
+def _read_runs(store: RunStore, read: set[str]) -> tuple[list[RunInfo], dict[str, dict[str, float]]]:
+    """The run list, and the best values of up to ``_SEED_RUNS`` runs (newest first) not ``read`` yet.
+
+    A few at a time, so that a refresh stays short; every run gets its turn.
+    Searched once: the live stream keeps a running run's best from then on.
+    Before, only the newest 100 runs unknown at the time were searched, and
+    after a restart the rest of a long list never showed a best value.
+    """
     infos = store.list_runs()
-    bests: dict[str, dict[str, float]] = {}
-    for info in infos[:_SEED_RUNS]:
-        if info.id not in known:
-            bests[info.id] = _read_bests(store, info.id)
-    return infos, bests
+    unread = [info.id for info in infos if info.id not in read][:_SEED_RUNS]
+    return infos, {run: _read_bests(store, run) for run in unread}
 
 
 def _read_bests(store: RunStore, run: str) -> dict[str, float]:

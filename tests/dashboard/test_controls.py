@@ -347,6 +347,34 @@ def test_selecting_rows_in_the_runs_table_overlays_and_switches_runs(
     assert selected_runs(viewer) == ["right"]
 
 
+GRID_TOP_JS = """(row) => { const view = [...Bokeh.index.find(__find('runs-datatable'))][0];
+  if (row !== null) view.grid.scrollRowToTop(row);
+  return view.grid.getViewport().top; }"""
+COUNT_PATCHES_JS = """() => { window.__patches = 0;
+  __find('runs-table').patching.connect(() => { window.__patches += 1; }); return true; }"""
+
+
+def test_the_runs_table_stays_where_it_is_scrolled_while_a_run_is_live(
+    server: ServerThread, viewers: Callable[..., Viewer], monitors: Callable[..., Monitor]
+) -> None:
+    """Each patch (a live run's duration and step, every second) scrolled the table back to the selected row."""
+    for i in range(40):
+        done = monitors(f"old{i:02d}")
+        done.log({"loss": 1.0}, step=0)
+        done.finish(timeout=10)
+    live = monitors("live")
+    live.log({"loss": 1.0}, step=0)
+    viewer = viewers(server.url + "/?run=live")
+    viewer.show("Runs")
+    viewer.wait("() => __find('runs-table').data.id.length === 41 && __find('runs-table').selected.indices.length")
+    assert viewer.page.evaluate(GRID_TOP_JS, 30) > 10
+    viewer.wait(COUNT_PATCHES_JS)
+    for step in range(1, 4):
+        live.log({"loss": 1.0 / step}, step=step)
+        viewer.wait("(n) => window.__patches >= n", step)
+    assert viewer.page.evaluate(GRID_TOP_JS, None) > 10  # where it was scrolled, not back at the live run's row
+
+
 TITLE_TEXT_JS = """(name) => { const plot = [...Bokeh.index.find(__find(name))][0];
   const title = plot ? [...plot.renderer_views.values()].find((view) => view.model.type === "Title") : undefined;
   return title?._text_view ? [title._text_view.model.type, title._text_view.model.text] : null; }"""

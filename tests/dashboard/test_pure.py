@@ -13,7 +13,7 @@ from bokeh.models import ColumnDataSource, DataRange1d
 
 from monitor.dashboard.batch import Batch
 from monitor.dashboard.dag import layer_of, layered_layout
-from monitor.dashboard.directory import _labels
+from monitor.dashboard.directory import _labels, _read_runs
 from monitor.dashboard.feed import Feed
 from monitor.dashboard.grouping import group_metrics, is_validation
 from monitor.dashboard.history import ALL, RunHistory, after_history, load_history
@@ -208,6 +208,30 @@ def test_a_panel_built_late_reads_only_the_parts_of_the_history_it_draws(tmp_pat
                 panel.load(history)
             assert _sources(part) == _sources(whole), make.__name__
             assert any(any(len(column) for column in data.values()) for data in _sources(part).values())
+    finally:
+        store.close()
+
+
+def test_every_run_s_best_value_is_read_from_the_store_a_few_runs_per_refresh(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a restart only the newest 100 runs got a best value; the rest of a long list never did."""
+    monkeypatch.setattr("monitor.dashboard.directory._SEED_RUNS", 2)
+    store = SQLiteStore(tmp_path / "runs.db")
+    store.start(lambda run, stream, seq: None)
+    try:
+        for i in range(5):
+            store.open_stream(Hello(run=f"r{i}", stream=f"s{i}"))
+            loss = Scalars(f"r{i}", 1, ("loss",), np.arange(2), np.ones(2), np.zeros(2, np.int32), np.array([3.0, i]))
+            assert store.submit(f"s{i}", loss)
+        assert store.flush()
+        read: set[str] = set()
+        for _ in range(3):  # three refreshes of two runs each
+            infos, bests = _read_runs(store, read)
+            assert len(infos) == 5 and len(bests) <= 2 and not read & set(bests)
+            read |= set(bests)
+        assert {run: best["loss"] for run, best in _read_runs(store, set())[1].items()} == {"r4": 3.0, "r3": 3.0}
+        assert read == {f"r{i}" for i in range(5)}
     finally:
         store.close()
 

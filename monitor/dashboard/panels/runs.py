@@ -48,6 +48,9 @@ class RunsPanel(Panel):
             height=360,
             index_position=None,
             reorderable=False,
+            # Not Bokeh's default: every patch (durations and steps, each second while a run is live)
+            # scrolled the table back to the first selected row, so rows past the first screen were out of reach.
+            scroll_to_selection=False,
             name="runs-datatable",
         )
         self._empty = empty_state(look, "runs-empty", NO_RUNS_TEXT)
