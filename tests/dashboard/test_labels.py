@@ -1,4 +1,4 @@
-"""Text the page draws on its charts' canvases, read back from the canvas calls in Chromium."""
+"""Names on the page: drawn on the charts' canvases (read back from the canvas calls), and in legends beside them."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
+from monitor.dashboard.grouping import GRADIENT_NORM
 from producers.client import Monitor
 from tests.dashboard.conftest import Viewer
 from tests.serving import ServerThread
@@ -60,3 +61,25 @@ def test_crowded_class_names_are_thinned_out_instead_of_drawn_over_each_other(
         assert 2 <= len(across) < 10  # some shown, not all: all ten do not fit
         for (_, _, right), (_, left, _) in itertools.pairwise(across):
             assert left - right >= 4, across  # apart, not touching
+
+
+CHART_WIDTHS_JS = """(names) => names.map((name) => { const view = [...Bokeh.index.find(__find(name))][0];
+  return view ? Math.round(view.el.getBoundingClientRect().width) : 0; })"""
+
+
+def test_a_chart_with_a_long_legend_takes_no_more_width_than_its_neighbour(
+    server: ServerThread, viewers: Callable[..., Viewer], monitors: Callable[..., Monitor]
+) -> None:
+    """Columns sized by their content gave a chart of 33 gradient norms 1,257 px of 1,366, and the loss 109."""
+    monitor = monitors("legend", run="legend")
+    long_name = "grad_norm/" + "very_long_layer_name_" * 7
+    norms = {f"grad_norm/layer_{i:02d}": float(i) for i in range(33)}
+    monitor.log({"loss": 1.0, **norms, long_name: 1.0}, step=0)
+    viewer = viewers(server.url + "/?run=legend", viewport={"width": 1366, "height": 768})
+    viewer.wait_column_length("scalars:legend:grad_norm/layer_32", "step", 1)
+    loss, norm = viewer.wait(
+        "(names) => { const w = (" + CHART_WIDTHS_JS + ")(names); return w.every((x) => x > 0) ? w : null }",
+        ["chart:loss", f"chart:{GRADIENT_NORM}"],
+    )
+    assert abs(loss - norm) <= 2, (loss, norm)
+    assert viewer.page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")  # no sideways

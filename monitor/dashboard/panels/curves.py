@@ -119,7 +119,10 @@ class CurvesPanel(Panel):
         self.y_scale.on_change("active", lambda _a, _o, _n: self._rebuild_all())
         self.x_axis.on_change("active", lambda _a, _o, _n: self._rebuild_all())
         self._empty = empty_state(look, "curves-empty", EMPTY_TEXT)
-        self._grid = GridBox(children=[], sizing_mode=look.stretch, name="curves-grid")
+        # Equal columns whatever the content: sized by it, a chart with a long legend (33 gradient norms)
+        # took 1,257 px of 1,366 and left the loss chart 109.
+        share: Any = "minmax(0, 1fr)"  # Bokeh's stubs type track sizes as Property objects, not the strings it takes
+        self._grid = GridBox(children=[], cols=share, sizing_mode=look.stretch, name="curves-grid")
         self._page = 0
         self._portrait = False
         controls = row(self.smoothing, self.y_scale, self.x_axis, visible=not kiosk)
@@ -321,8 +324,8 @@ class CurvesPanel(Panel):
         for color, dash, label in styles:
             swatch = f"display:inline-block;width:22px;border-top:3px {dash} {color};margin:0 6px 3px 0"
             item = f"<span style='{swatch}'></span>{html.escape(label)}"
-            items.append(f"<span style='margin-right:16px;white-space:nowrap'>{item}</span>")
-        style = f"font-size:{self._look.px(12)};color:{self._look.text}"
+            items.append(f"<span style='margin-right:16px;display:inline-block;max-width:100%'>{item}</span>")
+        style = f"font-size:{self._look.px(12)};color:{self._look.text};overflow-wrap:anywhere"  # long names break
         if self._look.fill:  # one line, cut at the edge: the chart below keeps the window's height
             style += ";white-space:nowrap;overflow:hidden;text-overflow:ellipsis"
         return f"<div style='{style}'>{''.join(items)}</div>"
