@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from playwright.sync_api import expect
 
 from monitor.dashboard.panels.predictions import RESIDUAL_BINS
 from monitor.dashboard.smoothing import ema
@@ -373,6 +374,23 @@ def test_the_runs_table_stays_where_it_is_scrolled_while_a_run_is_live(
         live.log({"loss": 1.0 / step}, step=step)
         viewer.wait("(n) => window.__patches >= n", step)
     assert viewer.page.evaluate(GRID_TOP_JS, None) > 10  # where it was scrolled, not back at the live run's row
+
+
+def test_the_run_picker_lists_every_run_matching_what_is_typed(
+    server: ServerThread, viewers: Callable[..., Viewer], monitors: Callable[..., Monitor]
+) -> None:
+    """BokehJS's picker lists 4 matches by default: "sweep" found 4 of 10 runs."""
+    for i in range(10):
+        monitors(f"sweep-{i}").log({"loss": 1.0}, step=0)
+    monitors("other").log({"loss": 1.0}, step=0)
+    viewer = viewers(server.url + "/?run=other")
+    viewer.wait("() => __find('run-picker').options.length === 11")
+    viewer.page.locator(".choices__input--cloned").click()
+    viewer.page.locator(".choices__input--cloned").press_sequentially("sweep")
+    listed = viewer.page.locator(".choices__list--dropdown .choices__item--choice:not(.has-no-results)")
+    expect(listed).to_have_count(10)  # waits for the list, and fails on 4
+    names = sorted(listed.all_inner_texts())
+    assert names == [f"sweep-{i}" for i in range(10)], names
 
 
 TITLE_TEXT_JS = """(name) => { const plot = [...Bokeh.index.find(__find(name))][0];

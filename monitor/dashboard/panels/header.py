@@ -29,6 +29,8 @@ from monitor.dashboard.progress import ETA_WINDOW, SPEED_WINDOW, Progress
 from monitor.dashboard.theme import Look
 
 PROGRESS_REFRESH = 0.5
+SEARCH_MATCHES = 50
+"""Most runs the picker lists for what is typed in it."""
 _SAMPLE_RATE_NAMES = ("samples_per_sec", "samples_per_second", "samples/s", "examples_per_sec", "throughput")
 _TOTAL_KEYS = ("total_steps", "max_steps", "num_steps", "steps")
 NO_RUNS_TEXT = (
@@ -72,8 +74,9 @@ class HeaderPanel(Panel):
         self._sample_rate: float | None = None
         self._rendered_at = -math.inf
         self.picker = MultiChoice(
-            options=[], value=[], placeholder="pick runs to show", name="run-picker", width=420, visible=not kiosk
-        )
+            options=[], value=[], placeholder="pick runs to show", name="run-picker", width=420, visible=not kiosk,
+            search_option_limit=SEARCH_MATCHES,  # BokehJS shows 4: 4 of 69 runs matching "resnet50"
+        )  # fmt: skip
         self.picker.on_change("value", lambda _a, _o, new: on_pick(list(new)))
         names = ("run", "status", "step", "epoch", "speed", "eta", "age")
         self.divs = {n: Div(text="", name=f"header-{n}", styles=self._style(n), disable_math=True) for n in names}
