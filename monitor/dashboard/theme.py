@@ -115,6 +115,11 @@ def selection_css(look: Look) -> str:
     return f".slick-row .slick-cell.selected, .slick-row.odd .slick-cell.selected {{ {rule} }}"  # over the stripes
 
 
+def widget_stylesheets(look: Look) -> list[str]:
+    """The stylesheets the theme gives every widget (a widget setting its own must keep these)."""
+    return [widget_css(look) if look.dark else selection_css(look)]
+
+
 def _theme_json(look: Look) -> dict[str, Any]:
     text = {"text_color": look.text, "text_font_size": look.px(15)}
     axis = {
@@ -122,7 +127,7 @@ def _theme_json(look: Look) -> dict[str, Any]:
         "major_label_text_font_size": look.px(12), "axis_label_text_font_size": look.px(13),
         "axis_line_color": look.muted, "major_tick_line_color": look.muted, "minor_tick_line_color": look.muted,
     }  # fmt: skip
-    widgets = {"stylesheets": [widget_css(look) if look.dark else selection_css(look)]}
+    widgets = {"stylesheets": widget_stylesheets(look)}
     return {
         "attrs": {
             "Widget": widgets, "Tabs": widgets,

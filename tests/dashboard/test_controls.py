@@ -393,6 +393,27 @@ def test_the_run_picker_lists_every_run_matching_what_is_typed(
     assert names == [f"sweep-{i}" for i in range(10)], names
 
 
+HEADER_HEIGHT_JS = """() => { const view = [...Bokeh.index.find(__find('header'))][0];
+  return view ? Math.round(view.el.getBoundingClientRect().height) : 0; }"""
+
+
+def test_picking_many_runs_does_not_grow_the_header_past_two_rows_of_them(
+    server: ServerThread, viewers: Callable[..., Viewer], monitors: Callable[..., Monitor]
+) -> None:
+    """Each pick past a row made the header taller: five made it 180 px and moved the runs table under the pointer."""
+    runs = [f"compare-{i}" for i in range(12)]
+    for run in runs:
+        monitors(run).log({"loss": 1.0}, step=0)
+    heights = []
+    for shown in (runs[:1], runs[:8], runs):
+        viewer = viewers(server.url + "/?" + "&".join(f"run={run}" for run in shown))
+        viewer.wait("(n) => __find('run-picker').value.length === n", len(shown))
+        viewer.wait("() => __find('run-picker').options.length === 12")
+        heights.append(viewer.wait(HEADER_HEIGHT_JS))
+    one, eight, twelve = heights
+    assert eight == twelve and eight < 2 * one, heights  # past about two rows, the picked runs scroll
+
+
 TITLE_TEXT_JS = """(name) => { const plot = [...Bokeh.index.find(__find(name))][0];
   const title = plot ? [...plot.renderer_views.values()].find((view) => view.model.type === "Title") : undefined;
   return title?._text_view ? [title._text_view.model.type, title._text_view.model.text] : null; }"""

@@ -26,7 +26,7 @@ from monitor.dashboard.directory import RunDirectory
 from monitor.dashboard.history import RunHistory
 from monitor.dashboard.panels.base import Array, Panel
 from monitor.dashboard.progress import ETA_WINDOW, SPEED_WINDOW, Progress
-from monitor.dashboard.theme import Look
+from monitor.dashboard.theme import Look, widget_stylesheets
 
 PROGRESS_REFRESH = 0.5
 SEARCH_MATCHES = 50
@@ -76,6 +76,9 @@ class HeaderPanel(Panel):
         self.picker = MultiChoice(
             options=[], value=[], placeholder="pick runs to show", name="run-picker", width=420, visible=not kiosk,
             search_option_limit=SEARCH_MATCHES,  # BokehJS shows 4: 4 of 69 runs matching "resnet50"
+            # At most about two rows of picked runs, then a scroll bar: each pick past them made the
+            # header taller and moved the runs table under the pointer between two clicks.
+            stylesheets=[*widget_stylesheets(look), ".choices__inner { max-height: 4.8em; overflow-y: auto; }"],
         )  # fmt: skip
         self.picker.on_change("value", lambda _a, _o, new: on_pick(list(new)))
         names = ("run", "status", "step", "epoch", "speed", "eta", "age")
