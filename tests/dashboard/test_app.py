@@ -127,6 +127,25 @@ def test_run_switch_and_compare(
     assert viewer.wait_column_length("scalars:second:loss", "value", 2) == [3.0, 2.0]
 
 
+def test_the_address_names_the_runs_picked_so_a_reload_shows_them_again(
+    server: ServerThread, viewers: Callable[..., Viewer], monitors: Callable[..., Monitor]
+) -> None:
+    """A page reloaded (by its watchdog after a restart, or by hand) went back to the runs it was opened on."""
+    for name in ("first", "second"):
+        monitors(name).log({"loss": 1.0}, step=0)
+    viewer = viewers(server.url + "/?run=first&tab=Training")
+    viewer.wait_column_length("scalars:first:loss", "step", 1)
+    viewer.page.evaluate(SELECT_JS, ["first", "second"])
+    viewer.wait("() => location.search.includes('run=second')")
+    assert viewer.page.evaluate("() => location.search") == "?tab=Training&run=first&run=second"
+    viewer.page.reload()
+    viewer.page.wait_for_function(READY_JS)
+    viewer.page.evaluate(FIND_JS)
+    assert viewer.wait("() => { const v = __find('run-picker')?.value; return v?.length === 2 ? v : null }") == [
+        "first", "second",
+    ]  # fmt: skip
+
+
 def test_history_and_live_meet_without_gap_or_duplicate(
     server: ServerThread, viewers: Callable[..., Viewer], monitors: Callable[..., Monitor]
 ) -> None:
@@ -237,6 +256,7 @@ def test_kiosk_follows_a_newly_started_run(
     newer.log({"loss": 5.0}, step=0)
     viewer.wait_text("header-run", "new-run")
     assert viewer.wait_column_length("scalars:new-run:loss", "value", 1) == [5.0]
+    assert viewer.page.evaluate("() => location.search") == "?kiosk=1"  # a reload follows the newest run still
     toolbars = viewer.page.evaluate(
         "() => [...Bokeh.documents[0]._all_models.values()]"
         ".filter((m) => m.properties && 'toolbar_location' in m.properties).map((m) => m.toolbar_location)"

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from bokeh.layouts import column, row
+from bokeh.models import CustomJS
 from bokeh.models.widgets import Div, MultiChoice
 
 from monitor.dashboard.batch import Batch
@@ -31,6 +32,14 @@ from monitor.dashboard.theme import Look, widget_stylesheets
 PROGRESS_REFRESH = 0.5
 SEARCH_MATCHES = 50
 """Most runs the picker lists for what is typed in it."""
+_ADDRESS_JS = """
+const url = new URL(window.location.href);
+url.searchParams.delete("run");
+for (const run of cb_obj.value) url.searchParams.append("run", run);
+if (url.href !== window.location.href) window.history.replaceState(window.history.state, "", url.href);
+"""
+"""The page's address names the runs shown, so that a reload (the watchdog's, after the server comes back,
+or a refresh) shows them again instead of the ones the page was first opened on."""
 _SAMPLE_RATE_NAMES = ("samples_per_sec", "samples_per_second", "samples/s", "examples_per_sec", "throughput")
 _TOTAL_KEYS = ("total_steps", "max_steps", "num_steps", "steps")
 NO_RUNS_TEXT = (
@@ -81,6 +90,8 @@ class HeaderPanel(Panel):
             stylesheets=[*widget_stylesheets(look), ".choices__inner { max-height: 4.8em; overflow-y: auto; }"],
         )  # fmt: skip
         self.picker.on_change("value", lambda _a, _o, new: on_pick(list(new)))
+        if not kiosk:  # the lab screen follows the newest run: an address naming one would pin it
+            self.picker.js_on_change("value", CustomJS(code=_ADDRESS_JS))
         names = ("run", "status", "step", "epoch", "speed", "eta", "age")
         self.divs = {n: Div(text="", name=f"header-{n}", styles=self._style(n), disable_math=True) for n in names}
         self.divs["run"].text = NO_RUNS_TEXT
