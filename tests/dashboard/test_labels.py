@@ -21,19 +21,29 @@ RECORD_TEXT_JS = """(() => {
   CanvasRenderingContext2D.prototype.fillText = function (text, x, y, ...rest) {
     const m = this.getTransform();  // where on the canvas, and whether turned (a y axis's names)
     const width = this.measureText(text).width;
-    window.__drawn.push({canvas: this.canvas, text: String(text), x: m.a * x + m.c * y + m.e,
+    window.__drawn.push({plot: window.__painting, text: String(text), x: m.a * x + m.c * y + m.e,
                          y: m.b * x + m.d * y + m.f, turned: m.b !== 0, align: this.textAlign, width: width * m.a});
     return fill.call(this, text, x, y, ...rest);
   };
 })();"""
-"""An init script: every string drawn on a canvas, with where it went and how wide it is in canvas pixels."""
-DRAWN_NAMES_JS = """(prefix) => window.__drawn.filter((d) => !d.turned && d.text.startsWith(prefix))
+"""An init script: every string drawn on a canvas, with where it went, how wide it is, and the plot painting."""
+DRAWN_NAMES_JS = """([name, prefix]) => window.__drawn
+  .filter((d) => d.plot === name && !d.turned && d.text.startsWith(prefix))
   .map((d) => { const left = d.align === "center" ? d.x - d.width / 2 : d.align === "right" || d.align === "end"
                   ? d.x - d.width : d.x;
                 return [d.text, left, left + d.width, Math.round(d.y)]; })"""
-REPAINT_JS = """(name) => { window.__drawn = [];
-  [...Bokeh.index.find(__find(name))][0].request_paint(); return true; }"""
-"""Forget what was drawn and have the chart ``name`` drawn again, whole (its layers are otherwise reused)."""
+REPAINT_JS = """(name) => { const view = [...Bokeh.index.find(__find(name))][0];
+  if (!view.__recorded) {  // each paint of this plot replaces what it drew last time
+    const paint = view.paint;
+    view.paint = function (...args) {
+      window.__drawn = window.__drawn.filter((d) => d.plot !== name);
+      window.__painting = name;
+      try { return paint.apply(this, args); } finally { window.__painting = undefined; }
+    };
+    view.__recorded = true;
+  }
+  view.request_paint(); return true; }"""
+"""Have the chart ``name`` drawn again, whole (its layers are otherwise reused), recording its last paint only."""
 
 
 def test_crowded_class_names_are_thinned_out_instead_of_drawn_over_each_other(
@@ -52,8 +62,9 @@ def test_crowded_class_names_are_thinned_out_instead_of_drawn_over_each_other(
     viewer.wait_column_length("predictions-sample", "cls", 10)
     for figure in ("predictions-classes-figure", "predictions-sample-figure", "predictions-confusion-figure"):
         viewer.wait(REPAINT_JS, figure)
-        viewer.wait("(prefix) => window.__drawn.some((d) => d.text.startsWith(prefix))", "class_")
-        drawn = sorted(viewer.page.evaluate(DRAWN_NAMES_JS, "class_"), key=lambda d: (d[3], d[1]))
+        viewer.wait("([name, prefix]) => window.__drawn.some((d) => d.plot === name && d.text.startsWith(prefix))",
+                    [figure, "class_"])  # fmt: skip
+        drawn = sorted(viewer.page.evaluate(DRAWN_NAMES_JS, [figure, "class_"]), key=lambda d: (d[3], d[1]))
         rows: dict[int, list[tuple[str, float, float]]] = {}
         for text, left, right, y in drawn:
             rows.setdefault(y, []).append((text, left, right))
