@@ -112,7 +112,11 @@ def _dashboard(
 
     def pick(runs: list[str]) -> None:
         if session is not None:
+            # The picker and the runs table echo every selection, the session's own too: a pick differs.
+            picked = list(dict.fromkeys(runs)) != session.selected
             session.select(runs)
+            if picked and session.started:
+                panels.header.name_in_address(session.selected)
 
     panels = PanelSet(look, directory, context.stale_after, pick, kiosk, kiosk_seconds=cycle)
     session = DashboardSession(context, directory, doc, panels, follow=kiosk, seat=seat, first_tab=tab)

@@ -130,20 +130,25 @@ def test_run_switch_and_compare(
 def test_the_address_names_the_runs_picked_so_a_reload_shows_them_again(
     server: ServerThread, viewers: Callable[..., Viewer], monitors: Callable[..., Monitor]
 ) -> None:
-    """A page reloaded (by its watchdog after a restart, or by hand) went back to the runs it was opened on."""
+    """A page reloaded (by its watchdog after a restart, or by hand) went back to the runs it was opened on.
+
+    The run a page at ``/`` shows by itself (the newest) is not named: a reload shows the newest then.
+    """
     for name in ("first", "second"):
         monitors(name).log({"loss": 1.0}, step=0)
-    viewer = viewers(server.url + "/?run=first&tab=Training")
-    viewer.wait_column_length("scalars:first:loss", "step", 1)
-    viewer.page.evaluate(SELECT_JS, ["first", "second"])
-    viewer.wait("() => location.search.includes('run=second')")
-    assert viewer.page.evaluate("() => location.search") == "?tab=Training&run=first&run=second"
+    viewer = viewers(server.url + "/?tab=Training")
+    shown = viewer.wait("() => { const v = __find('run-picker')?.value; return v?.length === 1 ? v[0] : null }")
+    viewer.wait_column_length(f"scalars:{shown}:loss", "step", 1)  # the newest (started the same second here)
+    assert viewer.page.evaluate("() => location.search") == "?tab=Training"
+    picked = ["first", "second"] if shown == "second" else ["second", "first"]  # the other one first
+    viewer.page.evaluate(SELECT_JS, picked)
+    viewer.wait("() => location.search.includes('run=')")
+    assert viewer.page.evaluate("() => location.search") == f"?tab=Training&run={picked[0]}&run={picked[1]}"
     viewer.page.reload()
     viewer.page.wait_for_function(READY_JS)
     viewer.page.evaluate(FIND_JS)
-    assert viewer.wait("() => { const v = __find('run-picker')?.value; return v?.length === 2 ? v : null }") == [
-        "first", "second",
-    ]  # fmt: skip
+    after_reload = "() => { const v = __find('run-picker')?.value; return v?.length === 2 ? v : null }"
+    assert viewer.wait(after_reload) == picked
 
 
 def test_history_and_live_meet_without_gap_or_duplicate(
@@ -281,30 +286,33 @@ def test_page_reloads_itself_after_server_restart(
     assert viewer.wait_column_length("scalars:durable:loss", "value", 1) == [1.0]
 
 
-BEATS_ON_JS = """([name, n]) => window.Bokeh !== undefined && Bokeh.documents.length > 0
-  && Number(Bokeh.documents[0].get_model_by_name(name)?.text) >= n"""
-
-
-def test_a_page_hearing_from_the_server_is_not_taken_for_disconnected_while_behind_on_its_heartbeat(
+def test_a_page_kept_busy_past_the_stall_time_is_not_taken_for_disconnected(
     server: ServerThread,
     viewers: Callable[..., Viewer],
     monitors: Callable[..., Monitor],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A page drawing 25 charts worked through one large patch for 5-8 s, the heartbeats waiting behind it in
-    BokehJS while the socket went on delivering, took the quiet heartbeat for a dead connection, and reloaded
-    itself three times a minute. Here the page stops seeing its heartbeat change: the model is renamed."""
+    """A page of 25 charts was busy for 5-8 s at a time; its watchdog, ticking late behind that work, found no
+    new heartbeat, took the connection for dead and reloaded the page three times a minute. Here the page is
+    kept busy in 2.5 s stretches for 25 s with its heartbeat hidden, so only the late ticks tell it apart."""
     monkeypatch.setattr("monitor.dashboard.template.STALL_MS", 2000)
     monitors("busy").log({"loss": 1.0}, step=0)
     viewer = viewers(server.url + "/?run=busy")
     viewer.wait_column_length("scalars:busy:loss", "step", 1)
+    viewer.page.evaluate("""async () => {
+      window.__before = true;
+      __find('heartbeat').name = 'hidden-beat';
+      for (let i = 0; i < 10; i++) {
+        const t = Date.now();
+        while (Date.now() - t < 2500);
+        await new Promise((resolve) => setTimeout(resolve, 0));
+      }
+      __find('hidden-beat').name = 'heartbeat';
+    }""")  # a reload meanwhile fails this call: its page is gone
     beat = int(viewer.text("heartbeat") or 0)
-    viewer.page.evaluate("() => { window.__before = true; __find('heartbeat').name = 'hidden-beat'; }")
-    viewer.wait(BEATS_ON_JS, ["hidden-beat", beat + 8])  # eight seconds of messages, four times the stall time
-    assert viewer.page.evaluate("() => window.__before === true")  # and the page was not reloaded
-    viewer.page.evaluate("() => { const t = Date.now(); while (Date.now() - t < 4000); }")  # busy twice as long
-    viewer.wait(BEATS_ON_JS, ["hidden-beat", beat + 12])
-    assert viewer.page.evaluate("() => window.__before === true")
+    viewer.wait("(n) => Number(__find('heartbeat')?.text) >= n", beat + 3)  # beats seen again, on time
+    assert viewer.page.evaluate("() => window.__before === true && document.documentElement.dataset.connection")
+    assert viewer.page.evaluate("() => document.documentElement.dataset.connection") == "open"  # never lost
 
 
 def test_a_page_whose_connection_goes_silent_reloads_itself(

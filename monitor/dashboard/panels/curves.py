@@ -324,7 +324,9 @@ class CurvesPanel(Panel):
         for color, dash, label in styles:
             swatch = f"display:inline-block;width:22px;border-top:3px {dash} {color};margin:0 6px 3px 0"
             item = f"<span style='{swatch}'></span>{html.escape(label)}"
-            items.append(f"<span style='margin-right:16px;display:inline-block;max-width:100%'>{item}</span>")
+            # On the desk each entry wraps within the chart's width; the lab screen's one line ends in "…".
+            layout = "white-space:nowrap" if self._look.fill else "display:inline-block;max-width:100%"
+            items.append(f"<span style='margin-right:16px;{layout}'>{item}</span>")
         style = f"font-size:{self._look.px(12)};color:{self._look.text};overflow-wrap:anywhere"  # long names break
         if self._look.fill:  # one line, cut at the edge: the chart below keeps the window's height
             style += ";white-space:nowrap;overflow:hidden;text-overflow:ellipsis"

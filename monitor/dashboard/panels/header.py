@@ -35,11 +35,13 @@ SEARCH_MATCHES = 50
 _ADDRESS_JS = """
 const url = new URL(window.location.href);
 url.searchParams.delete("run");
-for (const run of cb_obj.value) url.searchParams.append("run", run);
+for (const run of cb_obj.tags) url.searchParams.append("run", run);
 if (url.href !== window.location.href) window.history.replaceState(window.history.state, "", url.href);
 """
-"""The page's address names the runs shown, so that a reload (the watchdog's, after the server comes back,
-or a refresh) shows them again instead of the ones the page was first opened on."""
+"""The page's address names the runs picked, so that a reload (the watchdog's, after the server comes back,
+or a refresh) shows them again instead of the ones the page was first opened on. Run by ``name_in_address``
+(through the picker's ``tags``), for picks alone: a page opened at ``/`` shows the newest run, and naming
+that one in its address would keep a reload on it."""
 _SAMPLE_RATE_NAMES = ("samples_per_sec", "samples_per_second", "samples/s", "examples_per_sec", "throughput")
 _TOTAL_KEYS = ("total_steps", "max_steps", "num_steps", "steps")
 NO_RUNS_TEXT = (
@@ -91,7 +93,7 @@ class HeaderPanel(Panel):
         )  # fmt: skip
         self.picker.on_change("value", lambda _a, _o, new: on_pick(list(new)))
         if not kiosk:  # the lab screen follows the newest run: an address naming one would pin it
-            self.picker.js_on_change("value", CustomJS(code=_ADDRESS_JS))
+            self.picker.js_on_change("tags", CustomJS(code=_ADDRESS_JS))
         names = ("run", "status", "step", "epoch", "speed", "eta", "age")
         self.divs = {n: Div(text="", name=f"header-{n}", styles=self._style(n), disable_math=True) for n in names}
         self.divs["run"].text = NO_RUNS_TEXT
@@ -100,6 +102,11 @@ class HeaderPanel(Panel):
         self.layout = column(
             row(self.divs["status"], self.divs["run"], self.picker), stats, sizing_mode="stretch_width", name="header"
         )
+
+    def name_in_address(self, runs: Sequence[str]) -> None:
+        """Put ``runs``, which the user picked, in the desk page's address; the lab screen's is left alone."""
+        if not self._kiosk:
+            self.picker.tags = list(runs)
 
     def reset(self, runs: Sequence[str]) -> None:
         self._run = runs[0] if runs else None

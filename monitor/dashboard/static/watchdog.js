@@ -2,18 +2,17 @@
 // away, and a half-open socket may never report itself closed. The page
 // counts its connection as lost when the document fires "connection_lost",
 // or when the server's heartbeat model (a hidden Div named "heartbeat",
-// changed every second) has not changed, and no websocket message has
-// arrived, for config.stall_ms of the page's own time, and the server, asked
-// at its health endpoint, answers and still sends nothing for CONFIRM_MS
-// more. Then it polls the health endpoint and reloads the page once the
-// server answers. A page behind on its messages is not lost: BokehJS applies
-// them one after another, so a heartbeat may wait seconds behind a large
-// patch while the socket keeps delivering. Nor is a page that was busy (a
-// timer tick that comes late: a long task ran) or a server too busy to
-// answer. Before, a page drawing 25 charts, busy for 5-8 s at a time, took
-// itself for disconnected and reloaded three times a minute. A page that is not the
-// dashboard (the viewer-limit notice) sets config.retry_ms instead: it has
-// no heartbeat and simply tries again after that long.
+// changed every second) has not changed for config.stall_ms of timer ticks
+// that came on time, and then the server, asked at its health endpoint,
+// answers and still sends no heartbeat for CONFIRM_MS more. Then it polls
+// the health endpoint and reloads the page once the server answers. A late
+// tick means the page was busy (a long task ran: a large patch applied, or
+// charts built), and the heartbeats may be waiting behind it: the count
+// starts again. Before, a page of 25 charts, busy for 5-8 s at a time, took
+// itself for disconnected and reloaded three times a minute. A server too
+// busy to answer its health endpoint is not taken for gone either. A page
+// that is not the dashboard (the viewer-limit notice) sets config.retry_ms
+// instead: it has no heartbeat and simply tries again after that long.
 (function () {
   "use strict";
   var config = window.LABSCREEN || {};
@@ -27,21 +26,6 @@
   var quietMs = 0; // on-time ticks without a heartbeat
   var answeredAt = null; // when the server answered a probe made in this quiet spell
   var probing = false;
-  var heard = 0; // websocket messages received, counted as they arrive (before BokehJS works through them)
-  var heardAtTick = 0;
-
-  var Native = window.WebSocket;
-  if (Native && !Native.__labscreen) { // before BokehJS opens its socket: the page's scripts run first
-    var Counting = function (url, protocols) {
-      var socket = protocols === undefined ? new Native(url) : new Native(url, protocols);
-      socket.addEventListener("message", function () { heard += 1; });
-      return socket;
-    };
-    Counting.prototype = Native.prototype;
-    ["CONNECTING", "OPEN", "CLOSING", "CLOSED"].forEach(function (k) { Counting[k] = Native[k]; });
-    Counting.__labscreen = true;
-    window.WebSocket = Counting;
-  }
 
   function poll() {
     // A request on a pooled connection to a dead server may never answer:
@@ -80,17 +64,19 @@
 
   function watchHeartbeat(doc) {
     var now = Date.now();
-    var late = now - lastTick > 2 * TICK_MS;
+    var elapsed = now - lastTick;
     lastTick = now;
+    // A hidden tab's timers are throttled (to once a minute after five minutes), not held up by work:
+    // there every tick is late, and the time between them counts as it passes.
+    var busy = elapsed > 2 * TICK_MS && !document.hidden;
     var beat = doc.get_model_by_name("heartbeat");
     var text = beat ? beat.text : null;
-    if (text !== lastBeat || late || heard !== heardAtTick) { // a beat, a message, or a busy page (see above)
+    if (text !== lastBeat || busy) { // a beat, or a busy page whose beats may wait behind this tick
       lastBeat = text;
-      heardAtTick = heard;
       quietMs = 0;
       answeredAt = null;
     } else {
-      quietMs += TICK_MS;
+      quietMs += document.hidden ? elapsed : TICK_MS;
     }
     if (quietMs >= stallMs) {
       if (answeredAt === null) {
