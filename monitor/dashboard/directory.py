@@ -58,6 +58,7 @@ class RunDirectory:
         self._runs: dict[str, RunInfo] = {}
         self._bests: dict[str, dict[str, float]] = {}
         self._bests_read: set[str] = set()  # runs whose stored history has been searched for their best value
+        self._reading = False
         self._subscription: Subscription | None = None
         self._timer: PeriodicCallback | None = None
         self._loop: IOLoop | None = None
@@ -83,8 +84,11 @@ class RunDirectory:
             self._subscription.close()
 
     def refresh(self) -> None:
-        """Re-read the run list from the store in the executor, then merge it."""
+        """Re-read the run list from the store in the executor, then merge it; skipped while a read runs."""
         assert self._loop is not None
+        if self._reading:  # a long backfill of best values must not be read twice at once
+            return
+        self._reading = True
         future = self._context.executor.submit(_read_runs, self._context.store, set(self._bests_read))
         self._loop.add_future(future, self._merge_store)  # type: ignore[arg-type]
 
@@ -160,6 +164,7 @@ class RunDirectory:
                 _update_best(bests, name, values.tolist(), higher)
 
     def _merge_store(self, future: Future[tuple[list[RunInfo], dict[str, dict[str, float]]]]) -> None:
+        self._reading = False
         try:
             infos, bests = future.result()
         except Exception:
@@ -219,6 +224,7 @@ def _read_runs(store: RunStore, read: set[str]) -> tuple[list[RunInfo], dict[str
 
 
 def _read_bests(store: RunStore, run: str) -> dict[str, float]:
+    """The run's best value of each main metric in the store; none if it cannot be read (logged, not retried)."""
     bests: dict[str, float] = {}
     try:
         names = set(store.scalar_names(run))
@@ -227,4 +233,6 @@ def _read_bests(store: RunStore, run: str) -> dict[str, float]:
                 _update_best(bests, name, store.scalars(run, name, max_points=1000).values.tolist(), higher)
     except NotFoundError:
         pass
+    except Exception:  # one unreadable run must not stop the run list's refresh, every time
+        log.exception("could not read the best values of run %s; it shows none", run)
     return bests

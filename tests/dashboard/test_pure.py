@@ -232,6 +232,15 @@ def test_every_run_s_best_value_is_read_from_the_store_a_few_runs_per_refresh(
             read |= set(bests)
         assert {run: best["loss"] for run, best in _read_runs(store, set())[1].items()} == {"r4": 3.0, "r3": 3.0}
         assert read == {f"r{i}" for i in range(5)}
+        scalars = store.scalars
+
+        def broken(run: str, name: str, **kwargs: Any) -> ScalarSeries:
+            if run == "r4":
+                raise RuntimeError("disk on fire")
+            return scalars(run, name, **kwargs)
+
+        monkeypatch.setattr(store, "scalars", broken)
+        assert _read_runs(store, set())[1] == {"r4": {}, "r3": {"loss": 3.0}}  # one unreadable run, not the list
     finally:
         store.close()
 
