@@ -37,6 +37,7 @@ _PAGE = """{% extends base %}
 <script>{{ labscreen_patching }}</script>
 <script>{{ labscreen_paint_fix }}</script>
 <script>{{ labscreen_leak_fix }}</script>
+<script>{{ labscreen_picker_fix }}</script>
 {% endblock %}
 """
 
@@ -70,4 +71,5 @@ def page_variables(css: str, healthz_path: str, kiosk: bool, retry_ms: int | Non
         "labscreen_patching": static_js("patching.js"),
         "labscreen_paint_fix": static_js("paint_fix.js"),
         "labscreen_leak_fix": static_js("leak_fix.js"),
+        "labscreen_picker_fix": static_js("picker_fix.js"),
     }

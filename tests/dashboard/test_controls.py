@@ -376,6 +376,10 @@ def test_the_runs_table_stays_where_it_is_scrolled_while_a_run_is_live(
     assert viewer.page.evaluate(GRID_TOP_JS, None) > 10  # where it was scrolled, not back at the live run's row
 
 
+PICKER_STATE_JS = """() => { const view = [...Bokeh.index.find(__find('run-picker'))][0];
+  return [view.choice_el.dropdown.isActive, view.choice_el.input.value]; }"""
+
+
 def test_the_run_picker_lists_every_run_matching_what_is_typed(
     server: ServerThread, viewers: Callable[..., Viewer], monitors: Callable[..., Monitor]
 ) -> None:
@@ -391,6 +395,15 @@ def test_the_run_picker_lists_every_run_matching_what_is_typed(
     expect(listed).to_have_count(10)  # waits for the list, and fails on 4
     names = sorted(listed.all_inner_texts())
     assert names == [f"sweep-{i}" for i in range(10)], names
+    # A run starting meanwhile does not close the list nor wipe the search (BokehJS renders the picker anew).
+    monitors("sweep-10").log({"loss": 1.0}, step=0)
+    viewer.wait("() => __find('run-picker').options.length === 12")
+    assert viewer.page.evaluate(PICKER_STATE_JS) == [True, "sweep"]
+    viewer.page.keyboard.press("Escape")  # closed: now it takes the new run
+    viewer.wait(f"() => ({PICKER_STATE_JS})()[0] === false")
+    viewer.page.locator(".choices__input--cloned").click()
+    viewer.page.locator(".choices__input--cloned").press_sequentially("sweep")
+    expect(listed).to_have_count(11)
 
 
 HEADER_HEIGHT_JS = """() => { const view = [...Bokeh.index.find(__find('header'))][0];
