@@ -7,6 +7,7 @@ page's own models. Every wait is on a condition.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -404,6 +405,20 @@ def test_the_run_picker_lists_every_run_matching_what_is_typed(
     viewer.page.locator(".choices__input--cloned").click()
     viewer.page.locator(".choices__input--cloned").press_sequentially("sweep")
     expect(listed).to_have_count(11)
+
+
+def test_the_picker_shows_the_runs_in_the_order_picked_the_primary_first(
+    server: ServerThread, viewers: Callable[..., Viewer], monitors: Callable[..., Monitor]
+) -> None:
+    """Choices.js shows its tags in the options' order, newest run first: the primary could come last."""
+    for name in ("older", "newer"):
+        monitor = monitors(name)
+        monitor.log({"loss": 1.0}, step=0)
+        while monitor.delivery().acked == 0:  # started, by the server's clock, before the next one
+            threading.Event().wait(0.01)
+    viewer = viewers(server.url + "/?run=older&run=newer")
+    viewer.wait_text("header-run", "older")
+    assert viewer.wait(PICKED_TEXT_JS, 2) == ["older", "newer"]
 
 
 HEADER_HEIGHT_JS = """() => { const view = [...Bokeh.index.find(__find('header'))][0];

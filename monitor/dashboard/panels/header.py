@@ -141,8 +141,12 @@ class HeaderPanel(Panel):
             self._seen_version = self._directory.version
             # Escaped: BokehJS 3.9's picker (Choices.js) renders a label as HTML, so a run named
             # "<img onerror=...>" ran script in every open dashboard.
-            rows = self._directory.rows()
-            self.picker.options = [(r.info.id, html.escape(self._directory.label(r.info.id))) for r in rows]
+            ids = [row.info.id for row in self._directory.rows()]
+            # The picked runs first, in the order picked: Choices.js shows its tags in the options' order,
+            # which put the primary run (the first picked) last when it was the oldest.
+            picked = [run for run in self.picker.value if run in ids]
+            ids = picked + [run for run in ids if run not in picked]
+            self.picker.options = [(run, html.escape(self._directory.label(run))) for run in ids]
         info = self._directory.get(self._run) if self._run else None
         status = self._directory.status(self._run, now) if self._run else None
         self._set("status", self._badge(status))
