@@ -10,6 +10,7 @@ yield zero counts and zero moments instead of raising.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import chain
 from typing import Any
@@ -116,10 +117,10 @@ def summarize(values: Array, bins: int, chunk: int = SUMMARY_CHUNK) -> Summary:
     """
     flat = np.asarray(values).ravel()
     parts = [flat[start : start + chunk] for start in range(0, flat.size, chunk)]
+    kept = [_finite(parts[0])] if len(parts) == 1 else None  # one chunk (most tensors): cast once, not twice
     low, high, count, mean, squares = math.inf, -math.inf, 0, 0.0, 0.0
     with np.errstate(over="ignore", invalid="ignore"):
-        for part in parts:
-            finite = _finite(part)
+        for finite in kept or (_finite(part) for part in parts):
             if finite.size == 0:
                 continue
             low, high = min(low, float(finite.min())), max(high, float(finite.max()))
@@ -136,21 +137,29 @@ def summarize(values: Array, bins: int, chunk: int = SUMMARY_CHUNK) -> Summary:
     nonfinite = int(flat.size - count)
     if count == 0:
         return Summary(np.linspace(0.0, 1.0, bins + 1), np.zeros(bins), 0.0, 0.0, 0.0, 0.0, 0, nonfinite)
+    edges, count_into = _binning(low, high, bins)
     counts = np.zeros(bins)
-    if np.isfinite(high - low):  # even bins: numpy's fast path, which an array of edges does not take
-        edges = np.histogram_bin_edges(np.array([low, high]), bins=bins, range=(low, high))
-        for part in parts:
-            counts += np.histogram(_finite(part), bins=bins, range=(low, high))[0]
-    else:  # the range itself overflows float64: edges built at half scale
-        edges = np.linspace(low * 0.5, high * 0.5, bins + 1) * 2.0
-        for part in parts:
-            counts += np.histogram(_finite(part), bins=edges)[0]
+    for finite in kept or (_finite(part) for part in parts):
+        counts += count_into(finite)
     return Summary(edges.astype(np.float64), counts, low, high, mean, math.sqrt(squares / count), count, nonfinite)
 
 
 def _finite(part: Array) -> Array:
     cast = part.astype(np.float64)
     return cast[np.isfinite(cast)]
+
+
+def _binning(low: float, high: float, bins: int) -> tuple[Array, Callable[[Array], Array]]:
+    """Equal-width edges over [low, high] and a function counting finite values into them.
+
+    Even bins take numpy's fast path, which an array of edges does not; a
+    range that itself overflows float64 gets edges built at half scale.
+    """
+    if np.isfinite(high - low):
+        edges = np.histogram_bin_edges(np.array([low, high]), bins=bins, range=(low, high))
+        return edges, lambda values: np.histogram(values, bins=bins, range=(low, high))[0]
+    edges = np.linspace(low * 0.5, high * 0.5, bins + 1) * 2.0
+    return edges, lambda values: np.histogram(values, bins=edges)[0]
 
 
 def from_counts(edges: Array, counts: Array) -> Summary:
@@ -186,14 +195,8 @@ def bin_finite(finite: Array, bins: int) -> tuple[Array, Array]:
     """
     if finite.size == 0:
         return np.linspace(0.0, 1.0, bins + 1), np.zeros(bins)
-    low, high = float(finite.min()), float(finite.max())
-    if np.isfinite(high - low):
-        counts, edges = np.histogram(finite, bins=bins, range=(low, high))
-    else:
-        # The range itself overflows float64: build edges at half scale.
-        edges = np.linspace(low * 0.5, high * 0.5, bins + 1) * 2.0
-        counts, edges = np.histogram(finite, bins=edges)
-    return edges.astype(np.float64), counts.astype(np.float64)
+    edges, count_into = _binning(float(finite.min()), float(finite.max()), bins)
+    return edges.astype(np.float64), count_into(finite).astype(np.float64)
 
 
 def histogram_message(run: str, seq: int, summary: Summary, *, name: str, step: int, wall: float) -> Histogram:

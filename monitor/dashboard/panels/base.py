@@ -71,15 +71,17 @@ class Panel:
         return ""
 
 
+EQUAL_SHARE: Any = "minmax(0, 1fr)"  # Any: Bokeh's stubs type track sizes as Property objects, not strings
+"""A grid track of an equal share whatever its content ("1fr" alone lets content widen its column)."""
+
+
 class Strip:
     """Plots side by side in a ``GridBox``, stacked in one column on a portrait lab screen (``set_portrait``)."""
 
     def __init__(self, look: Look, children: Sequence[LayoutDOM], name: str) -> None:
         self._children = list(children)
-        # Equal shares, whatever the content: "1fr" alone lets a column's content widen it (the slider's).
-        share: Any = "minmax(0, 1fr)"  # Bokeh's stubs type track sizes as Property objects, not the strings it takes
         cells = self._cells(portrait=False)
-        self.layout = GridBox(children=cells, cols=share, rows=share, sizing_mode=look.stretch, name=name)
+        self.layout = GridBox(children=cells, cols=EQUAL_SHARE, rows=EQUAL_SHARE, sizing_mode=look.stretch, name=name)
 
     def set_portrait(self, portrait: bool) -> None:
         """Stack the plots (``portrait``) or put them side by side; a no-op if they already are."""

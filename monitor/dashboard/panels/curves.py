@@ -39,7 +39,7 @@ from monitor.dashboard.axes import steady_y_labels, step_ticks
 from monitor.dashboard.batch import Batch
 from monitor.dashboard.grouping import chart_key, group_metrics, is_validation, series_key
 from monitor.dashboard.history import RunHistory
-from monitor.dashboard.panels.base import LOADING_TEXT, Array, Panel, empty_html, empty_state, floats
+from monitor.dashboard.panels.base import EQUAL_SHARE, LOADING_TEXT, Array, Panel, empty_html, empty_state, floats
 from monitor.dashboard.smoothing import EmaState, ema
 from monitor.dashboard.theme import RUN_COLORS, SERIES_COLORS, Look
 from monitor.wire import Scalars
@@ -121,8 +121,7 @@ class CurvesPanel(Panel):
         self._empty = empty_state(look, "curves-empty", EMPTY_TEXT)
         # Equal columns whatever the content: sized by it, a chart with a long legend (33 gradient norms)
         # took 1,257 px of 1,366 and left the loss chart 109.
-        share: Any = "minmax(0, 1fr)"  # Bokeh's stubs type track sizes as Property objects, not the strings it takes
-        self._grid = GridBox(children=[], cols=share, sizing_mode=look.stretch, name="curves-grid")
+        self._grid = GridBox(children=[], cols=EQUAL_SHARE, sizing_mode=look.stretch, name="curves-grid")
         self._page = 0
         self._portrait = False
         controls = row(self.smoothing, self.y_scale, self.x_axis, visible=not kiosk)
