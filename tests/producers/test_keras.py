@@ -188,15 +188,21 @@ def test_steps_per_execution_counts_every_batch_and_takes_snapshots_when_due(ser
     model = mlp()
     model.compile("adam", "sparse_categorical_crossentropy", steps_per_execution=4)
     callback = MonitorCallback(server.url, name="spe", histograms_every=4)
-    fit(model, x, y, callback)  # six batches an epoch: calls of 4 and 2
-    fit(model, x, y, callback)  # a second fit goes on from the optimizer's count
+    reports = []
+    for _ in range(2):  # a second fit goes on from the optimizer's count
+        fit(model, x, y, callback)  # six batches an epoch: calls of 4 and 2
+        reports.append(callback.snapshots)
     store = store_of(server)
     runs = [r.id for r in store.list_runs()]
     steps = sorted(s for run in runs for s in store.scalars(run, "loss").steps.tolist())
     assert steps == [4, 6, 10, 12, 16, 18, 22, 24]
     assert int(model.optimizer.iterations.numpy()) == 24
-    histograms = sorted(h.step for run in runs for h in store.histograms(run, "weights/out/bias"))
-    assert histograms == [4, 10, 12, 16, 22, 24]  # when a multiple of 4 was passed, and at each fit's end
+    # Due when a multiple of 4 was passed, and at each fit's end; a loaded machine's worker may skip one,
+    # which the report says (as the other snapshot tests allow).
+    due = [step for report in reports for step in report.sent.get("weights", []) + report.skipped.get("weights", [])]
+    assert sorted(due) == [4, 10, 12, 16, 22, 24]
+    sent = sorted(step for report in reports for step in report.sent.get("weights", []))
+    assert sorted(h.step for run in runs for h in store.histograms(run, "weights/out/bias")) == sent
 
 
 def test_a_callback_reused_for_a_fresh_model_sends_that_fit_s_final_snapshot_too(server: ServerThread) -> None:
