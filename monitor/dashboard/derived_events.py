@@ -20,7 +20,7 @@ loss at every batch.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import Any
 
 import numpy as np
@@ -48,6 +48,11 @@ class EventDeriver:
         """Forget what was reported (the page now shows other runs)."""
         self._nonfinite.clear()
         self._silent.clear()
+
+    def keep(self, runs: Collection[str]) -> None:
+        """Forget what was reported of runs not in ``runs`` (no longer shown; shown again, they are reported again)."""
+        self._nonfinite = {(run, name) for run, name in self._nonfinite if run in runs}
+        self._silent = {run: seen for run, seen in self._silent.items() if run in runs}
 
     def from_history(self, history: RunHistory) -> list[Event]:
         """The first non-finite value of each series in a run's history."""

@@ -117,14 +117,23 @@ def test_a_page_that_empties_gives_way_at_once() -> None:
     assert _shown(stage, [11]) == ["Training"]
 
 
-SIZES_JS = """(name) => new Promise((resolve) => {
-  const model = __find(name);
+LAID_OUT_JS = """(name) => { const model = __find(name);
   const view = model === null ? undefined : [...Bokeh.index.find(model)][0];
-  if (view === undefined || !view.el.isConnected || view.el.getBoundingClientRect().height === 0) return resolve(null);
-  const root = document.documentElement;  // measured once the chart is laid out and the next frame drawn
+  return view !== undefined && view.el.isConnected && view.el.getBoundingClientRect().height > 0 }"""
+SIZES_JS = """() => new Promise((resolve) => {
+  const root = document.documentElement;  // measured once the next frame is drawn
   requestAnimationFrame(() => requestAnimationFrame(() =>
     resolve([root.scrollWidth, root.scrollHeight, innerWidth, innerHeight])));
 })"""
+
+
+def _sizes(viewer: Viewer, name: str) -> list[int]:
+    """The page's scroll width and height and the window's, once the model ``name`` is laid out and drawn.
+
+    Waits for the layout first: a wait on a promise returns the promise (always truthy) at once.
+    """
+    viewer.wait(LAID_OUT_JS, name)
+    return list(viewer.page.evaluate(SIZES_JS))
 
 
 def test_the_lab_screen_fits_the_window_and_turns_its_pages(
@@ -147,7 +156,7 @@ def test_the_lab_screen_fits_the_window_and_turns_its_pages(
     }
     for page, name in shown.items():
         viewer.wait_text("kiosk-pages", page, timeout=30_000)
-        width, height, window_width, window_height = viewer.wait(SIZES_JS, name)
+        width, height, window_width, window_height = _sizes(viewer, name)
         assert width <= window_width and height <= window_height, (page, width, height)  # nothing off the window
 
 
@@ -172,7 +181,7 @@ def test_a_portrait_screen_gets_one_column_of_charts(
     _columns(portrait, "curves-grid", 1)
     portrait.wait_text("kiosk-pages", "▶ Weights", timeout=30_000)
     _columns(portrait, "weights-strip", 1)  # the histogram, bands and heatmap stacked, not three narrow charts
-    width, _height, window_width, _window_height = portrait.wait(SIZES_JS, "weights-current-figure")
+    width, _height, window_width, _window_height = _sizes(portrait, "weights-current-figure")
     assert width <= window_width
     portrait.page.set_viewport_size({"width": 1280, "height": 720})  # the screen turned: side by side again
     _columns(portrait, "weights-strip", 3)

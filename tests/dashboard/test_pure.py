@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 from bokeh.models import ColumnDataSource, DataRange1d
+from bokeh.palettes import Category10_10
 
 from monitor.dashboard.batch import Batch
 from monitor.dashboard.dag import layer_of, layered_layout
@@ -250,7 +251,7 @@ def test_a_line_flat_since_its_varied_points_rolled_off_gets_a_span_around_its_v
     panel.reset(["r"])
     warmup = _scalars("r", 1, list(range(5)), ("learning_rate",))  # values 0..4
     panel.update(Batch.of([warmup]))
-    y_range = panel._figures["learning rate"].y_range
+    y_range = panel._charts["learning rate"].fig.y_range
     assert isinstance(y_range, DataRange1d)
     assert y_range.default_span == 2.0  # BokehJS's default: a real extent is padded by BokehJS itself
     steps = np.arange(5, 5 + ROLLOVER)
@@ -308,7 +309,7 @@ def test_the_eta_rate_takes_in_pauses_every_epoch_without_jumping_at_each() -> N
 
 def _line_colors(panel: CurvesPanel, chart: str) -> dict[str, str]:
     """Label -> colour of each smoothed line of ``chart`` (the raw line under it has no name)."""
-    renderers = panel._figures[chart].renderers
+    renderers = panel._charts[chart].fig.renderers
     return {r.name: r.glyph.line_color for r in renderers if r.name}
 
 
@@ -334,6 +335,21 @@ def test_one_run_colours_each_series_and_compared_runs_colour_each_run() -> None
     assert by_run["r · weights_norm/a"] == by_run["r · weights_norm/b"] != by_run["s · weights_norm/a"]
 
 
+def test_no_two_lines_of_a_chart_share_a_colour_past_ten_runs_or_twenty_series() -> None:
+    runs = [f"r{i}" for i in range(12)]
+    compared = CurvesPanel(look_for(False, dark=False), str)
+    compared.reset(runs)
+    compared.update(Batch.of([_each(run, ("loss",)) for run in runs]))
+    by_run = _line_colors(compared, "loss")
+    assert len(set(by_run.values())) == 12, by_run  # the 11th and 12th run took the 1st's and 2nd's
+    assert [by_run[f"r{i} · loss"] for i in range(10)] == list(Category10_10)  # the first ten as ever
+    norms = tuple(f"gradients/layer{i}" for i in range(33))
+    single = CurvesPanel(look_for(False, dark=False), str)
+    single.reset(["r"])
+    single.update(Batch.of([_each("r", norms)]))
+    assert len(set(_line_colors(single, "gradients").values())) == 33
+
+
 def test_runs_sharing_a_name_are_told_apart_by_start_time_then_id() -> None:
     at = time.mktime((2026, 11, 29, 14, 58, 21, 0, 0, -1))
     infos = [
@@ -355,10 +371,36 @@ def test_a_chart_comparing_runs_of_many_series_lists_the_runs_in_its_legend() ->
     panel = CurvesPanel(look_for(False, dark=False), str)
     panel.reset(["r", "s"])
     panel.update(Batch.of([_each("r", (*tensors, "loss")), _each("s", (*tensors, "loss"))]))
-    many = panel._charts["weights_norm"].children[0].text  # ten lines: one entry per run
+    many = panel._charts["weights_norm"].legend.text  # ten lines: one entry per run
     assert "r (5 series)" in many and "s (5 series)" in many and "layer0" not in many
-    few = panel._charts["loss"].children[0].text  # two lines: one entry each
+    few = panel._charts["loss"].legend.text  # two lines: one entry each
     assert "r · loss" in few and "s · loss" in few
+
+
+def test_a_run_added_to_a_comparison_and_dropped_again_keeps_the_charts_and_lines_shown() -> None:
+    panel = CurvesPanel(look_for(False, dark=False), str)
+    panel.reset(["r"])
+    panel.update(Batch.of([_each("r", ("loss", "val_loss", "accuracy"))]))
+    loss, source = panel._charts["loss"], panel._lines["r", "loss"].source
+    alone = _line_colors(panel, "loss")
+    assert set(alone) == {"loss", "val_loss"}
+
+    assert panel.compare(["r", "s"])  # kept: the run's lines take its run's colour and name it
+    assert panel._charts["loss"] is loss and panel._lines["r", "loss"].source is source
+    assert set(_line_colors(panel, "loss")) == {"r · loss", "r · val_loss"}
+    panel.update(Batch.of([_each("s", ("loss", "perplexity"))]))  # the added run's lines join the same figures
+    assert panel._charts["loss"] is loss and set(panel._charts) == {"loss", "accuracy", "perplexity"}
+    both = _line_colors(panel, "loss")
+    assert set(both) == {"r · loss", "r · val_loss", "s · loss"}
+    assert both["r · loss"] == both["r · val_loss"] != both["s · loss"]
+    assert len(loss.hover.renderers) == 3 and len(loss.fig.renderers) == 6  # raw and smoothed, per line
+    assert "s · loss" in loss.legend.text
+
+    assert panel.compare(["r"])  # dropped: its lines and its own chart go, the rest stays
+    assert panel._charts["loss"] is loss and set(panel._charts) == {"loss", "accuracy"}
+    assert _line_colors(panel, "loss") == alone and len(loss.fig.renderers) == 4
+    assert len(loss.hover.renderers) == 2 and "s · loss" not in loss.legend.text
+    assert ("s", "loss") not in panel._lines
 
 
 def test_the_embedding_is_sent_in_class_order_with_class_names_for_its_legend() -> None:

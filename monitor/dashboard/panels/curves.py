@@ -30,6 +30,7 @@ from bokeh.models import (
     PlainText,
 )
 from bokeh.models.annotations import Title
+from bokeh.models.glyphs import Line
 from bokeh.models.renderers import DataRenderer, GlyphRenderer
 from bokeh.models.ui import UIElement
 from bokeh.models.widgets import Div, RadioButtonGroup, Slider
@@ -40,8 +41,9 @@ from monitor.dashboard.batch import Batch
 from monitor.dashboard.grouping import chart_key, group_metrics, is_validation, series_key
 from monitor.dashboard.history import RunHistory
 from monitor.dashboard.panels.base import EQUAL_SHARE, LOADING_TEXT, Array, Panel, empty_html, empty_state, floats
+from monitor.dashboard.patches import Adopt, frozen
 from monitor.dashboard.smoothing import EmaState, ema
-from monitor.dashboard.theme import RUN_COLORS, SERIES_COLORS, Look
+from monitor.dashboard.theme import Look, line_colors
 from monitor.wire import Scalars
 
 ROLLOVER = 10_000
@@ -58,6 +60,9 @@ LEGEND_LINES = 8
 KIOSK_CHARTS_PER_PAGE = 6
 """Most charts the lab screen shows at once; more are shown on further pages in turn."""
 
+NONSELECTION_ALPHA = 0.1
+MUTED_ALPHA = 0.2
+"""A line's opacity when others are selected, and when muted (``figure.line``'s)."""
 FLAT_SPAN = 0.2
 """A chart whose lines all hold one value ``c`` spans ``c`` +- ``FLAT_SPAN * |c| / 2`` (1 around 0)."""
 
@@ -96,6 +101,17 @@ class _Line:
             self.note_extent()
 
 
+@dataclass
+class _Chart:
+    """One chart on the page: its legend above its figure, and each line's two renderers (raw, smoothed)."""
+
+    layout: LayoutDOM
+    fig: figure
+    legend: Div
+    hover: HoverTool
+    renderers: dict[tuple[str, str], tuple[GlyphRenderer[Any], GlyphRenderer[Any]]]
+
+
 def _empty_columns() -> dict[str, Array]:
     return {"step": floats([]), "value": floats([]), "smooth": floats([]), "wall": floats([])}
 
@@ -107,9 +123,9 @@ class CurvesPanel(Panel):
         self._look, self._label, self._kiosk = look, label, kiosk
         self._runs: list[str] = []
         self._lines: dict[tuple[str, str], _Line] = {}
-        self._charts: dict[str, LayoutDOM] = {}
-        self._figures: dict[str, figure] = {}
+        self._charts: dict[str, _Chart] = {}
         self._stale_charts: set[str] = set()
+        """Charts whose lines, colours or labels changed since drawn: brought up to date in place."""
         self.smoothing = Slider(
             title="Smoothing", start=0.0, end=0.99, step=0.01, value=0.6, width=220, name="curves-smoothing"
         )
@@ -134,9 +150,25 @@ class CurvesPanel(Panel):
         self._runs = list(runs)
         self._lines.clear()
         self._charts.clear()
-        self._figures.clear()
+        self._stale_charts.clear()
         self._grid.children = []
         self._empty.visible = True
+
+    def compare(self, runs: Sequence[str]) -> bool:
+        """Keep the lines of the runs still shown; drop the others' and restyle every chart in place.
+
+        The colours and labels follow the runs shown (one run: a colour per
+        series; several: per run, labels naming the run), so every chart
+        changes, but none is built again: a run added gets its lines when
+        its history is drawn (``load``).
+        """
+        self._runs = list(runs)
+        for key in [key for key in self._lines if key[0] not in runs]:
+            del self._lines[key]
+        self._stale_charts.update(self._charts)
+        self._sync_layout()
+        self._fit_flat()
+        return True
 
     def load(self, history: RunHistory) -> None:
         for name, series in history.scalars.items():
@@ -186,12 +218,26 @@ class CurvesPanel(Panel):
         return self._lines[key]
 
     def _sync_layout(self) -> None:
+        """Bring the stale charts up to date: new lines drawn, gone ones removed, colours and labels restyled.
+
+        A chart is built once, when its first line comes (and again only
+        when the axes change): a line added to a chart on the page costs the
+        page two renderers' views, not a new figure's (about 40 models).
+        """
         if not self._stale_charts:
             return
-        for key in self._stale_charts:
-            self._charts[key] = self._figure(key)
-        self._stale_charts.clear()
-        self._place_charts()
+        with frozen(self.layout.document) as adopt:
+            for key in self._stale_charts:
+                lines = [line for line in self._lines.values() if chart_key(line.name) == key]
+                if not lines:
+                    self._charts.pop(key, None)
+                elif key in self._charts:
+                    self._restyle(self._charts[key], lines, adopt)
+                else:
+                    self._charts[key] = chart = self._chart(key, lines)
+                    adopt(chart.layout)
+            self._stale_charts.clear()
+            self._place_charts()
 
     def _fit_flat(self) -> None:
         """Give each chart whose lines all hold one value a y span around that value.
@@ -206,11 +252,11 @@ class CurvesPanel(Panel):
             low, high = extents.get(chart_key(line.name), (math.inf, -math.inf))
             extents[chart_key(line.name)] = (min(low, line.low), max(high, line.high))
         for key, (low, high) in extents.items():
-            fig = self._figures.get(key)
-            if fig is None or low != high:  # no data, or a real extent: BokehJS pads that itself
+            chart = self._charts.get(key)
+            if chart is None or low != high:  # no data, or a real extent: BokehJS pads that itself
                 continue
             span = FLAT_SPAN * abs(low) or 1.0
-            y_range = fig.y_range
+            y_range = chart.fig.y_range
             if isinstance(y_range, DataRange1d) and y_range.default_span != span:
                 y_range.default_span = span
 
@@ -241,14 +287,16 @@ class CurvesPanel(Panel):
         else:
             columns = 2 if len(order) > 1 else 1
         children: list[tuple[UIElement, int, int] | tuple[UIElement, int, int, int, int]] = [
-            (self._charts[k], i // columns, i % columns) for i, k in enumerate(order)
+            (self._charts[k].layout, i // columns, i % columns) for i, k in enumerate(order)
         ]
         if children != self._grid.children:
             self._grid.children = children
         self._empty.visible = not children
 
     def _rebuild_all(self) -> None:
+        """Build every chart again (the axes changed), around the same sources."""
         self._stale_charts.update(self._charts)
+        self._charts.clear()
         self._sync_layout()
         self._fit_flat()
 
@@ -257,7 +305,7 @@ class CurvesPanel(Panel):
             smooth, line.state = ema(np.asarray(line.source.data["value"]), self.smoothing.value_throttled)
             line.source.data["smooth"] = smooth
 
-    def _figure(self, key: str) -> LayoutDOM:
+    def _chart(self, key: str, lines: list[_Line]) -> _Chart:
         by_time = self.x_axis.active == 1
         fig = figure(
             title=Title(text=PlainText(text=key)),  # a metric's name as written: "$$x$$" is not TeX here
@@ -271,19 +319,55 @@ class CurvesPanel(Panel):
             fig.xaxis.formatter = step_ticks()
         if self.y_scale.active == 0:
             steady_y_labels(fig)
-        x = "wall" if by_time else "step"
-        lines = [line for line in self._lines.values() if chart_key(line.name) == key]
         colors = self._colors(lines)
-        renderers: list[DataRenderer] = [self._draw(fig, line, x, colors) for line in lines]
-        fig.add_tools(HoverTool(renderers=renderers, tooltips=_TOOLTIPS, formatters={"@wall": "datetime"}))
+        renderers = {(line.run, line.name): self._draw(line, colors) for line in lines}
+        fig.renderers = [*fig.renderers, *(r for pair in renderers.values() for r in pair)]
+        hover = HoverTool(
+            renderers=[smooth for _, smooth in renderers.values()], tooltips=_TOOLTIPS, formatters={"@wall": "datetime"}
+        )
+        fig.add_tools(hover)
         legend = Div(text=self._legend_html(lines, colors), name=f"legend:{key}", disable_math=True)
-        self._figures[key] = fig
-        chart = column(legend, fig, sizing_mode=self._look.stretch)
+        layout = column(legend, fig, sizing_mode=self._look.stretch)
         if self._look.fill:  # its legend's one line may not widen the chart's grid column beyond its share
             legend.sizing_mode = "stretch_width"
             legend.styles = {"min-width": "0", "overflow": "hidden"}
-            chart.styles = {"min-width": "0", "overflow": "hidden"}
-        return chart
+            layout.styles = {"min-width": "0", "overflow": "hidden"}
+        return _Chart(layout, fig, legend, hover, renderers)
+
+    def _restyle(self, chart: _Chart, lines: list[_Line], adopt: Adopt) -> None:
+        """Bring a chart on the page to ``lines``: draw the new ones, remove the gone ones, recolour and relabel.
+
+        Only what changed is set, so a chart that did not change sends nothing to the page.
+        """
+        keys = {(line.run, line.name) for line in lines}
+        gone = [chart.renderers.pop(key) for key in list(chart.renderers) if key not in keys]
+        if gone:
+            dropped = {id(renderer) for pair in gone for renderer in pair}
+            chart.fig.renderers = [r for r in chart.fig.renderers if id(r) not in dropped]
+        colors = self._colors(lines)
+        added: list[GlyphRenderer[Any]] = []
+        for line in lines:
+            key = (line.run, line.name)
+            if key not in chart.renderers:
+                chart.renderers[key] = pair = self._draw(line, colors)
+                for renderer in pair:
+                    adopt(renderer)
+                added.extend(pair)
+                continue
+            color, _dash, label = self._style(line, colors)
+            raw, smooth = chart.renderers[key]
+            _recolor(raw, color)
+            _recolor(smooth, color)
+            if smooth.name != label:
+                smooth.name = label
+        if added:
+            chart.fig.renderers = [*chart.fig.renderers, *added]
+        hovered: list[DataRenderer] = [smooth for _, smooth in chart.renderers.values()]
+        if chart.hover.renderers != hovered:
+            chart.hover.renderers = hovered
+        text = self._legend_html(lines, colors)
+        if chart.legend.text != text:
+            chart.legend.text = text
 
     def _colors(self, lines: list[_Line]) -> dict[tuple[str, str], str]:
         """Each line's colour: its run's when runs are compared, else its series' (a metric and its val_ share one).
@@ -293,10 +377,8 @@ class CurvesPanel(Panel):
         if len(self._runs) > 1:
             return {(line.run, line.name): _run_color(self._runs, line.run) for line in lines}
         keys = sorted({series_key(line.name) for line in lines})
-        return {
-            (line.run, line.name): SERIES_COLORS[keys.index(series_key(line.name)) % len(SERIES_COLORS)]
-            for line in lines
-        }
+        colors = dict(zip(keys, line_colors(len(keys)), strict=True))
+        return {(line.run, line.name): colors[series_key(line.name)] for line in lines}
 
     def _style(self, line: _Line, colors: dict[tuple[str, str], str]) -> tuple[str, str, str]:
         color = colors.get((line.run, line.name), "gray")
@@ -331,14 +413,38 @@ class CurvesPanel(Panel):
             style += ";white-space:nowrap;overflow:hidden;text-overflow:ellipsis"
         return f"<div style='{style}'>{''.join(items)}</div>"
 
-    def _draw(self, fig: figure, line: _Line, x: str, colors: dict[tuple[str, str], str]) -> GlyphRenderer[Any]:
+    def _draw(self, line: _Line, colors: dict[tuple[str, str], str]) -> tuple[GlyphRenderer[Any], GlyphRenderer[Any]]:
+        """A line's two renderers, raw and smoothed (drawn above it), as ``figure.line`` makes them.
+
+        Made here and put in a figure by the caller, all of a chart's at once:
+        each change to a figure's renderers on the page is a message of its own.
+        """
         color, dash, label = self._style(line, colors)
-        fig.line(x, "value", source=line.source, color=color, alpha=0.25, line_dash=dash)
-        return fig.line(x, "smooth", source=line.source, color=color, line_width=2, line_dash=dash, name=label)
+        x = "wall" if self.x_axis.active == 1 else "step"
+        pair = []
+        for y, width, alpha, name in (("value", 1, 0.25, None), ("smooth", 2, 1.0, label)):
+            look: dict[str, Any] = {"x": x, "y": y, "line_color": color, "line_width": width, "line_dash": dash}
+            pair.append(
+                GlyphRenderer(
+                    data_source=line.source,
+                    glyph=Line(**look, line_alpha=alpha),
+                    nonselection_glyph=Line(**look, line_alpha=NONSELECTION_ALPHA),
+                    muted_glyph=Line(**look, line_alpha=MUTED_ALPHA),
+                    name=name,
+                )
+            )
+        return pair[0], pair[1]
+
+
+def _recolor(renderer: GlyphRenderer[Any], color: str) -> None:
+    """Set a line's colour in every state it is drawn in (normal, not selected, muted); only where it differs."""
+    for glyph in (renderer.glyph, renderer.nonselection_glyph, renderer.muted_glyph):
+        if isinstance(glyph, Line) and glyph.line_color != color:
+            glyph.line_color = color
 
 
 def _run_color(runs: list[str], run: str) -> str:
-    return RUN_COLORS[runs.index(run) % len(RUN_COLORS)] if run in runs else "gray"
+    return line_colors(len(runs))[runs.index(run)] if run in runs else "gray"
 
 
 def _split(message: Scalars, chunks: dict[tuple[str, str], list[tuple[Array, Array, Array]]]) -> None:

@@ -64,6 +64,13 @@ class EventsPanel(Panel):
         self._deriver.reset()
         self._render()
 
+    def compare(self, runs: Sequence[str]) -> bool:
+        self._runs = list(runs)
+        self._events = deque((e for e in self._events if e.run in runs), maxlen=MAX_EVENTS)
+        self._deriver.keep(runs)
+        self._render()
+        return True
+
     def load(self, history: RunHistory) -> None:
         self._add([*history.events, *self._deriver.from_history(history)])
 

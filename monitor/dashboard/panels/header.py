@@ -117,6 +117,11 @@ class HeaderPanel(Panel):
         self._seen_version = -1
         self.tick(time.time())
 
+    def compare(self, runs: Sequence[str]) -> bool:
+        if list(self.picker.value) != list(runs):
+            self.picker.value = list(runs)
+        return True
+
     def load(self, history: RunHistory) -> None:
         if history.run != self._run:
             return

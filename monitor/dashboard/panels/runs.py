@@ -60,6 +60,10 @@ class RunsPanel(Panel):
         self._shown = list(runs)
         self._select_shown()
 
+    def compare(self, runs: Sequence[str]) -> bool:
+        self.reset(runs)
+        return True
+
     def tick(self, now: float) -> None:
         if self._directory.version == self._seen_version and now - self._last_full < FULL_REFRESH:
             return

@@ -16,14 +16,15 @@ window.LabscreenPatching = (() => {
   const skipped = (what) => {
     console.warn(`labscreen: BokehJS lacks ${what}; the page fix that needs it is skipped`);
   };
-  // Replace proto[name] with make(original), unless already replaced; if proto[name] is
+  // Replace proto[name] with make(original), unless proto itself has it replaced; if proto[name] is
   // missing, nothing is replaced and skipped(name) says so.
   const replace = (proto, name, make) => {
     if (!proto || typeof proto[name] !== "function") {
       skipped(name);
       return;
     }
-    if (proto[name].__labscreen) return;
+    // Replaced here already (a script run twice); one replaced on a base class is replaced again here.
+    if (Object.prototype.hasOwnProperty.call(proto, name) && proto[name].__labscreen) return;
     const replacement = make(proto[name]);
     replacement.__labscreen = true;
     proto[name] = replacement;
