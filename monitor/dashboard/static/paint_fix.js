@@ -71,8 +71,10 @@
 //    the tab of charts out about 50 times (8.8 s of 13 s). Such layouts are
 //    now made once, when no change has come for LAYOUT_QUIET_MS (a run of
 //    changes comes as many messages), at most LAYOUT_MAX_MS after the first
-//    change; the plots then paint with the new sizes. A layout a plot asks
-//    for while it paints, and the page's first, are still made at once.
+//    change; the plots then paint with the new sizes. A layout for new
+//    children (a tab opened, charts added), one a plot asks for while it
+//    paints, and the page's first are still made at once: a new plot paints
+//    nothing until it is laid out.
 //
 // Each change is skipped if the BokehJS on the page lacks what it replaces.
 (() => {
@@ -280,13 +282,16 @@
 
   const layouts = module("models/layouts/layout_dom");
   const layout_view = layouts && layouts.LayoutDOMView && layouts.LayoutDOMView.prototype;
-  if (layout_view && ["rerender", "invalidate_layout", "compute_layout", "update_layout"].every(
+  if (layout_view && ["rerender", "invalidate_layout", "compute_layout", "update_layout", "update_children"].every(
     (name) => typeof layout_view[name] === "function")) {
     let deferring = 0; // inside a change that lays the page out (rerender, invalidate_layout)
+    let immediate = 0; // inside a layout that must be made now (new children)
     const due = new Map(); // root view -> whether its layouts must be updated first
+    const new_children = new WeakSet(); // layouts whose children are being replaced
     let timer = 0;
     let since = 0; // when the oldest change waiting for the layout was made
-    const lay_out = (compute) => () => {
+    let compute_original = null;
+    const lay_out = () => {
       timer = 0;
       since = 0;
       const roots = Array.from(due);
@@ -295,39 +300,57 @@
         if (root.is_destroyed) continue;
         try {
           if (update) root.update_layout();
-          compute.call(root);
+          compute_original.call(root);
         } catch (error) {
           rethrow(error);
         }
       }
     };
-    const later = (root, update, compute) => {
+    const later = (root, update) => {
       due.set(root, due.get(root) || update);
       const now = performance.now();
       if (since === 0) since = now;
       clearTimeout(timer); // changes still coming (one message each): wait for the quiet after them
-      timer = setTimeout(lay_out(compute), now - since >= LAYOUT_MAX_MS ? 0 : LAYOUT_QUIET_MS);
+      timer = setTimeout(lay_out, now - since >= LAYOUT_MAX_MS ? 0 : LAYOUT_QUIET_MS);
     };
     const is_root = (view) => !(view.parent instanceof layouts.LayoutDOMView);
-    let compute_original = null;
     replace(layout_view, "compute_layout", (compute) => {
       compute_original = compute;
       return function () {
-        if (deferring > 0 && is_root(this) && this._layout_computed) {
-          later(this, false, compute);
+        if (deferring > 0 && immediate === 0 && is_root(this) && this._layout_computed) {
+          later(this, false);
           return;
         }
-        if (due.get(this)) { // asked for now (a plot about to paint) with layouts still to update: new views'
-          due.set(this, false);
-          this.update_layout();
+        if (due.has(this)) { // made now with a layout still waiting: it is this one
+          const update = due.get(this);
+          due.delete(this);
+          if (update) this.update_layout(); // views built since (a new plot has no layout before this)
         }
         compute.call(this);
       };
     });
+    replace(layout_view, "update_children", (update) =>
+      async function (...args) {
+        new_children.add(this);
+        try {
+          return await update.apply(this, args);
+        } finally {
+          new_children.delete(this);
+        }
+      });
     replace(layout_view, "invalidate_layout", (invalidate) =>
       function () {
+        if (immediate > 0 || new_children.has(this)) { // new views: a new plot paints nothing until laid out
+          immediate += 1;
+          try {
+            invalidate.call(this);
+          } finally {
+            immediate -= 1;
+          }
+          return;
+        }
         if (is_root(this) && this._layout_computed && compute_original !== null) {
-          later(this, true, compute_original);
+          later(this, true);
           return;
         }
         deferring += 1;
