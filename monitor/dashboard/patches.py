@@ -45,6 +45,7 @@ from bokeh.document import Document
 from bokeh.document.events import DocumentPatchedEvent, ModelChangedEvent, RootAddedEvent, RootRemovedEvent
 from bokeh.document.json import PatchJson
 from bokeh.model import Model
+from bokeh.model.util import collect_models
 from bokeh.protocol.messages.patch_doc import patch_doc
 from bokeh.server.contexts import BokehSessionContext
 from bokeh.server.session import ServerSession
@@ -108,7 +109,9 @@ def frozen(doc: Document | None) -> Iterator[Adopt]:
     joining the document would have (else a lab screen's new chart came
     without its dark colours). Models a batch (``OnePatch.batched``) sent
     inside the block count as sent, as Bokeh counts them outside one;
-    otherwise the next change naming them would send them whole again.
+    otherwise the next change naming them would send them whole again
+    (outside a batch, every model the block put in place counts as sent:
+    Bokeh sent it when it was).
     ``doc`` None (a panel not yet in a document): nothing to defer.
     """
     if doc is None:
@@ -128,8 +131,9 @@ def frozen(doc: Document | None) -> Iterator[Adopt]:
     finally:
         freeze.__exit__(None, None, None)
         batch = _batch.get()
-        if batch is not None:
-            models.flush_synced(lambda model: not batch.sent(model))
+        # Outside a batch (a page's own change, as a chart's axis toggle) Bokeh sent each change as it
+        # came, the models put in place whole: all of them are on the page, or it has yet to pull it all.
+        models.flush_synced((lambda model: not batch.sent(model)) if batch is not None else None)
 
 
 INLINE_BYTES = 64 * 1024
@@ -162,6 +166,11 @@ class _Batch:
         self._doc, self._session = doc, session
         self._serializer: Serializer | None = None
         self._serializers: list[Serializer] = []
+        self._placed: set[Model] = set()
+        """Models put in place by this batch's earlier messages: later ones name them, as the page has them.
+
+        Inside ``frozen`` the document does not list them yet, and a line added to a chart (its renderers,
+        then its hover tool's) was sent whole twice, its data included."""
         self._encoded: list[Any] = []
         self._messages: list[tuple[patch_doc, Any]] = []
         """Each message, with the connection it must not go to (or None)."""
@@ -179,16 +188,18 @@ class _Batch:
         if structural:
             self._close()
         if self._serializer is None:
-            self._serializer = _InliningSerializer(references=self._doc.models.synced_references)
+            self._serializer = _InliningSerializer(references=self._doc.models.synced_references | self._placed)
             self._serializers.append(self._serializer)
         self._encoded.append(self._serializer.encode(event))
         self.events += 1
         if structural:
+            if isinstance(event, ModelChangedEvent):
+                self._placed.update(collect_models(event.new))
             self._close(skip=echo)
 
     def sent(self, model: Model) -> bool:
         """Whether a message of this batch carries ``model`` (whole, or as a reference to it)."""
-        return any(serializer.has_ref(model) for serializer in self._serializers)
+        return model in self._placed or any(serializer.has_ref(model) for serializer in self._serializers)
 
     def send(self) -> None:
         """Send the messages, in order, to the session's connections."""

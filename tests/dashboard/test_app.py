@@ -163,8 +163,11 @@ def test_a_run_added_to_a_comparison_and_dropped_again_keeps_the_charts_on_the_p
     assert viewer.wait_column_length("scalars:second:loss", "value", 2) == [3.0, 2.0]
     assert viewer.wait_column_length("scalars:first:loss", "value", 2) == [1.0, 0.5]
 
+    viewer.wait("() => __find('chart:loss').y_range.end > 3")  # fitted to both runs' values
+
     viewer.page.evaluate(SELECT_JS, ["first"])
     viewer.wait("() => __find('scalars:second:loss') === null")
+    viewer.wait("() => __find('chart:loss').y_range.end < 2")  # refitted to the run left (stayed past 3)
     again = viewer.wait(f"() => {{ const c = ({CHART_JS})('loss'); return c && c.lines === 2 ? c : null }}")
     assert again["id"] == alone["id"] and again["colors"] == alone["colors"]
     assert viewer.page.evaluate("() => __find('scalars:first:loss').id") == source

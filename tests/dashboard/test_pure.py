@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pytest
+from bokeh.document import Document
 from bokeh.models import ColumnDataSource, DataRange1d
 from bokeh.palettes import Category10_10
 
+from monitor.dashboard import patches
 from monitor.dashboard.batch import Batch
 from monitor.dashboard.dag import layer_of, layered_layout
 from monitor.dashboard.directory import _labels, _read_runs
@@ -24,7 +28,7 @@ from monitor.dashboard.panels.data import DataPanel
 from monitor.dashboard.panels.model import ModelPanel
 from monitor.dashboard.panels.predictions import PredictionsPanel
 from monitor.dashboard.panels.weights import WeightsPanel
-from monitor.dashboard.patches import INLINE_BYTES, _InliningSerializer
+from monitor.dashboard.patches import INLINE_BYTES, _Batch, _InliningSerializer
 from monitor.dashboard.percentiles import histogram_percentiles, resample_counts
 from monitor.dashboard.progress import ETA_WINDOW, SPEED_WINDOW, Progress
 from monitor.dashboard.smoothing import ema
@@ -401,6 +405,57 @@ def test_a_run_added_to_a_comparison_and_dropped_again_keeps_the_charts_and_line
     assert _line_colors(panel, "loss") == alone and len(loss.fig.renderers) == 4
     assert len(loss.hover.renderers) == 2 and "s · loss" not in loss.legend.text
     assert ("s", "loss") not in panel._lines
+
+
+def _history(run: str, name: str = "loss", points: int = 50) -> RunHistory:
+    steps = np.arange(points)
+    return RunHistory(run, scalars={name: ScalarSeries(run, name, steps, steps * 1.0, np.linspace(1, 0, points))})
+
+
+def _sent_whole(doc: Document, change: Callable[[], None]) -> Counter[str]:
+    """How many times each model goes whole in the messages of one batch (``OnePatch``) of ``change``."""
+    batch = _Batch(doc, SimpleNamespace(_current_patch_connection=None))  # type: ignore[arg-type]  # no session
+    doc.on_change(batch.add)
+    token = patches._batch.set(batch)
+    try:
+        change()
+    finally:
+        patches._batch.reset(token)
+        doc.remove_on_change(batch.add)
+    batch._close()
+    whole: Counter[str] = Counter()
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            if value.get("type") == "object" and "attributes" in value:
+                whole[value["id"]] += 1
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    for message, _skip in batch._messages:
+        walk(message.content)
+    return whole
+
+
+def test_a_run_added_to_charts_on_the_page_sends_each_model_once_and_nothing_twice() -> None:
+    doc = Document()
+    panel = CurvesPanel(look_for(False, dark=False), str)
+    doc.add_root(panel.layout)
+    panel.reset(["r"])
+    panel.load(_history("r"))
+    doc.models.flush_synced()  # all on the page
+    on_page = {model.id for model in doc.models}
+    panel.compare(["r", "s"])
+    added = _sent_whole(doc, lambda: panel.load(_history("s")))
+    assert added and max(added.values()) == 1, added  # the new line went whole twice: renderers, then hover
+    assert not set(added) & on_page
+    panel.y_scale.active = 1  # a page's own change: outside any batch, Bokeh sends the rebuilt chart itself
+    rebuilt = {model.id for model in doc.models}
+    again = _sent_whole(doc, lambda: panel.load(_history("r", "accuracy")))  # a new chart joins the grid
+    assert not set(again) & rebuilt, "charts already on the page were sent whole again"
 
 
 def test_the_embedding_is_sent_in_class_order_with_class_names_for_its_legend() -> None:

@@ -1,4 +1,4 @@
-// Nine changes to how BokehJS 3.9 paints, for pages that stream into many plots.
+// Ten changes to how BokehJS 3.9 paints, for pages that stream into many plots.
 //
 // 1. Skip rewriting an inline stylesheet with the text it already holds.
 //    BokehJS rewrites each renderer's "position" stylesheet on every paint,
@@ -75,6 +75,8 @@
 //    children (a tab opened, charts added), one a plot asks for while it
 //    paints, and the page's first are still made at once: a new plot paints
 //    nothing until it is laid out.
+//
+// 10. Refit a plot's automatic ranges when its renderers change (a run dropped).
 //
 // Each change is skipped if the BokehJS on the page lacks what it replaces.
 (() => {
@@ -372,6 +374,17 @@
   } else {
     skipped("LayoutDOMView.rerender/invalidate_layout/compute_layout/update_layout");
   }
+
+  // 10. Fit a plot's automatic ranges again when its renderers change. BokehJS refits them when a
+  //     glyph's data changes, not when a line is removed: dropping a run from a comparison left its
+  //     charts scaled to the dropped run's values (a diverged run's 1e3 over the kept run's 0.5).
+  replace(plot, "_update_renderers", (update) =>
+    async function (...args) {
+      const updated = await update.apply(this, args);
+      this.invalidate_dataranges = true;
+      this.request_repaint();
+      return updated;
+    });
 
   const manager = module("models/plots/range_manager");
   replace(manager && manager.RangeManager && manager.RangeManager.prototype, "compute_initial", (compute) =>
