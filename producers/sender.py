@@ -187,7 +187,8 @@ class Sender:
         self._backoff = Backoff()
         self._resolver = ExitSafeResolver()
         self._warned: set[str] = set()
-        self._down_warned = False
+        self._down_warned = False  # the current outage was warned of (it ends with an acknowledgement)
+        self._back_said = False  # ... and a reconnect during it was told
         self._refused = self._answered = False  # the server refused the connection / completed a handshake
         self._unacked_since: float | None = None  # when the oldest frame sent and not acknowledged went
         self.connected_once = False
@@ -550,13 +551,26 @@ class Sender:
             self._ledger.acknowledge(welcome.last_seq)
         self._cursor = max(welcome.last_seq + 1, self._buffer.first_seq)
         self.connected_once = self._linked = True
-        if self._down_warned:
+        if self._down_warned and not self._back_said:
             logger.info("labscreen: connected to %s; resending %d frames", self.endpoint, len(self._buffer))
-        self._down_warned = False
+            self._back_said = True
+        if not len(self._buffer):  # nothing to resend: the outage is over (else the first acknowledgement says so)
+            self._outage_over()
         self._announce_drops("while the server was unreachable")
+
+    def _outage_over(self) -> None:
+        """The link works again: the next outage is warned of again.
+
+        Not at a welcome alone: a server that welcomes the run and then
+        acknowledges nothing is left every ``_ACK_TIMEOUT`` s, and warned of
+        each time, every 30 s for as long as it hung.
+        """
+        self._down_warned = self._back_said = False
 
     def _on_ack(self, seq: int) -> None:
         self._backoff.reset()
+        if self._down_warned:
+            self._outage_over()
         with self._books:
             self._ledger.acknowledge(seq)
         self._restart_ack_clock()

@@ -649,6 +649,25 @@ def test_a_server_that_stops_acknowledging_is_left_and_the_frames_resent_elsewhe
     assert any("no acknowledgement in 0.5 s" in w for w in producer_warnings(caplog))
 
 
+def test_a_server_that_keeps_welcoming_and_never_acknowledging_is_warned_of_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A hung server was warned of again after each reconnect's welcome: every 30 s for as long as it hung."""
+    caplog.set_level(logging.DEBUG, logger="producers")
+    monkeypatch.setattr("producers.sender._ACK_TIMEOUT", 0.3)
+    with FakeIngest(lambda message, fake: "silent") as fake:
+        monitor = Monitor(fake.url, flush_interval=0)
+        monitor.event("never acknowledged")
+        wait_until(lambda: fake.connections >= 3, timeout=30)  # left and welcomed again, twice
+        left = [m for m in producer_warnings(caplog) if "cannot stay connected" in m]
+        back = [
+            r.getMessage() for r in caplog.records if "connected to" in r.getMessage() and "resending" in r.getMessage()
+        ]
+        monitor.finish(timeout=0.5)
+    assert len(left) == 1, left
+    assert len(back) == 1, back
+
+
 def test_a_refusal_of_a_later_frame_does_not_hide_an_earlier_one_left_unacknowledged(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
