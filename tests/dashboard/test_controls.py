@@ -450,6 +450,26 @@ PICKED_TEXT_JS = """(count) => { const view = [...Bokeh.index.find(__find('run-p
   return items.length === count ? items.map((item) => item.firstChild.textContent) : null }"""
 
 
+def test_runs_added_to_a_comparison_are_shown_in_the_order_picked(
+    server: ServerThread, viewers: Callable[..., Viewer], monitors: Callable[..., Monitor]
+) -> None:
+    """Adding runs keeps the runs shown (not a reset): the picker's options were left newest first."""
+    for name in ("first", "second", "third"):
+        monitor = monitors(name)
+        monitor.log({"loss": 1.0}, step=0)
+        while monitor.delivery().acked == 0:  # started, by the server's clock, before the next one
+            threading.Event().wait(0.01)
+    viewer = viewers(server.url + "/?run=first")
+    viewer.wait_text("header-run", "first")
+    viewer.page.evaluate("(runs) => { __find('run-picker').value = runs }", ["first", "second", "third"])
+    # The legend names the runs from the message that answers the pick; the options come in it too.
+    viewer.wait("() => __find('legend:loss') !== null && __find('legend:loss').text.includes('first · loss')")
+    options = viewer.page.evaluate("() => __find('run-picker').options.map((option) => option[0])")
+    assert options == ["first", "second", "third"], options  # fails before: newest first, so tags first, third, second
+    in_order = f"() => JSON.stringify(({PICKED_TEXT_JS})(3)) === JSON.stringify(['first', 'second', 'third'])"
+    viewer.wait(in_order)
+
+
 def test_names_from_producers_are_shown_as_text_and_never_run_as_html(
     server: ServerThread, viewers: Callable[..., Viewer], monitors: Callable[..., Monitor]
 ) -> None:

@@ -120,6 +120,8 @@ class HeaderPanel(Panel):
     def compare(self, runs: Sequence[str]) -> bool:
         if list(self.picker.value) != list(runs):
             self.picker.value = list(runs)
+        self._seen_version = -1  # the options again, the picked runs first in the order picked (see tick)
+        self.tick(time.time())
         return True
 
     def load(self, history: RunHistory) -> None:
