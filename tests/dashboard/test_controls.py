@@ -407,15 +407,20 @@ def test_the_run_picker_lists_every_run_matching_what_is_typed(
     expect(listed).to_have_count(11)
 
 
-def test_the_picker_shows_the_runs_in_the_order_picked_the_primary_first(
-    server: ServerThread, viewers: Callable[..., Viewer], monitors: Callable[..., Monitor]
-) -> None:
-    """Choices.js shows its tags in the options' order, newest run first: the primary could come last."""
-    for name in ("older", "newer"):
+def _start_one_after_another(monitors: Callable[..., Monitor], *names: str) -> None:
+    """Start runs each with a point, each acknowledged before the next: their start times are in this order."""
+    for name in names:
         monitor = monitors(name)
         monitor.log({"loss": 1.0}, step=0)
         while monitor.delivery().acked == 0:  # started, by the server's clock, before the next one
             threading.Event().wait(0.01)
+
+
+def test_the_picker_shows_the_runs_in_the_order_picked_the_primary_first(
+    server: ServerThread, viewers: Callable[..., Viewer], monitors: Callable[..., Monitor]
+) -> None:
+    """Choices.js shows its tags in the options' order, newest run first: the primary could come last."""
+    _start_one_after_another(monitors, "older", "newer")
     viewer = viewers(server.url + "/?run=older&run=newer")
     viewer.wait_text("header-run", "older")
     assert viewer.wait(PICKED_TEXT_JS, 2) == ["older", "newer"]
@@ -454,11 +459,7 @@ def test_runs_added_to_a_comparison_are_shown_in_the_order_picked(
     server: ServerThread, viewers: Callable[..., Viewer], monitors: Callable[..., Monitor]
 ) -> None:
     """Adding runs keeps the runs shown (not a reset): the picker's options were left newest first."""
-    for name in ("first", "second", "third"):
-        monitor = monitors(name)
-        monitor.log({"loss": 1.0}, step=0)
-        while monitor.delivery().acked == 0:  # started, by the server's clock, before the next one
-            threading.Event().wait(0.01)
+    _start_one_after_another(monitors, "first", "second", "third")
     viewer = viewers(server.url + "/?run=first")
     viewer.wait_text("header-run", "first")
     viewer.page.evaluate("(runs) => { __find('run-picker').value = runs }", ["first", "second", "third"])
