@@ -48,9 +48,10 @@ class Tab:
     page: Any
     reloads: int = 0
 
-    def _navigated(self, frame: Any) -> None:
-        if frame == self.page.main_frame:
-            self.reloads += 1
+    def _loaded(self, _page: Any) -> None:
+        # The page's "load" event, not "framenavigated": that one also fires when the page rewrites its
+        # own address (the desk page names the runs picked), which is no reload.
+        self.reloads += 1
 
     def close(self) -> None:
         """Close the page together with its browser context."""
@@ -82,7 +83,7 @@ def open_dashboard(
     tab = Tab(context.new_page())
     tab.page.goto(url)
     tab.page.wait_for_function(READY_JS, timeout=timeout_ms)
-    tab.page.on("framenavigated", tab._navigated)
+    tab.page.on("load", tab._loaded)
     return tab
 
 
