@@ -7,8 +7,8 @@ server restart, or from being dropped as a too-slow viewer, on its own; on a
 lab screen ``static/viewport.js`` tells the server whether the window is
 portrait. The
 page also declares an empty favicon so the browser makes no request that
-could fail. ``static/paint_fix.js`` changes how BokehJS paints a page that
-streams into many plots, and ``static/leak_fix.js`` makes BokehJS let go of
+could fail. ``static/paint_fix.js`` changes how BokehJS paints and lays out
+a page that streams into many plots, and ``static/leak_fix.js`` makes BokehJS let go of
 plots and models the page no longer shows (see each script's header), with
 helpers from ``static/patching.js``; all three must run after BokehJS has
 loaded and before the document is rendered: the template's postamble.
