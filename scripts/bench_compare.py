@@ -9,13 +9,13 @@ the first run; then, for each further run:
   the runs shown plus it). The session keeps the charts and the lines of the
   runs already shown and reads and draws the added run alone
   (``DashboardSession._compare``);
-- **all again**: the same runs, with the added run picked first. A new
-  primary run resets every panel, so every run shown is read and drawn
-  again in new figures: what every pick cost before the comparison kept its
-  runs (the baseline, on the same page and machine);
+- **all again**: the page shows one other run (a pick, not timed), then
+  the same runs are picked at once. None of them is shown, so every panel
+  is reset and every run read and drawn in new figures: what every pick
+  cost before a comparison kept its runs (the baseline, on the same page
+  and machine).
 
-after which the comparison goes back to the runs in the order first picked
-(not timed). Each is timed from the pick until every series of the runs
+Each is timed from the pick until every series of the runs
 shown has its points in the page's ``ColumnDataSource`` and two frames have
 been drawn since, with the page's main-thread seconds (CDP
 ``TaskDuration``) over that time.
@@ -106,7 +106,7 @@ def pick(page: Any, cdp: Any, runs: list[str], series: int, points: int, *, prim
 
 
 def measure(url: str, ids: list[str], series: int, points: int) -> list[tuple[int, Timing, Timing]]:
-    """For each run after the first: adding it, then the same runs read and drawn again (its row)."""
+    """For each run after the first but the last: adding it, then the same runs all again (its row)."""
     from playwright.sync_api import sync_playwright
 
     rows = []
@@ -118,12 +118,13 @@ def measure(url: str, ids: list[str], series: int, points: int) -> list[tuple[in
             page.wait_for_function(SERIES_JS, arg=[ids[:1], series, points], timeout=120_000, polling=100)
             page.evaluate(PAINTED_JS)
             cdp = cdp_performance(page)
-            for count in range(2, len(ids) + 1):
-                shown, added = ids[:count], ids[count - 1]  # ids[i] is named run_name(i)
+            other = len(ids) - 1  # the last run is shown between the two, never compared
+            for count in range(2, other + 1):
+                shown = ids[:count]  # ids[i] is named run_name(i)
                 progress(f"{count} runs shown")
                 add = pick(page, cdp, shown, series, points, primary=run_name(0))
-                again = pick(page, cdp, [added, *shown[:-1]], series, points, primary=run_name(count - 1))
-                pick(page, cdp, shown, series, points, primary=run_name(0))  # back, for the next run to be added to
+                pick(page, cdp, [ids[other]], series, points, primary=run_name(other))
+                again = pick(page, cdp, shown, series, points, primary=run_name(0))
                 rows.append((count, add, again))
             if tab.reloads:
                 progress(f"the page reloaded itself {tab.reloads}x (its watchdog): the times above include that")
@@ -162,8 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         server = labscreen_server(Path(tmp) / "compare.sqlite", lifted=False).start()
         try:
-            progress(f"writing {runs} runs of {metrics} series x {steps:,} steps")
-            ids = write_runs(server.url, runs, names, steps)
+            progress(f"writing {runs + 1} runs of {metrics} series x {steps:,} steps")
+            ids = write_runs(server.url, runs + 1, names, steps)
             rows = measure(f"http://127.0.0.1:{server.port}", ids, len(names), points)
         finally:
             server.stop()

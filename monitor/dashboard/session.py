@@ -152,8 +152,8 @@ class DashboardSession:
     def select(self, runs: Sequence[str]) -> None:
         """Show ``runs`` (the first is primary): reset panels, follow them, load history.
 
-        With the same primary run as before (runs added to a comparison, or
-        dropped from it) only the runs added are loaded (``_compare``).
+        When some of ``runs`` are shown already (runs added to a comparison,
+        or dropped from it) only the runs added are loaded (``_compare``).
         Before ``start`` this starts the session with ``runs``.
         """
         if not self.started:
@@ -166,7 +166,7 @@ class DashboardSession:
             self._select(runs)
 
     def _select(self, runs: list[str]) -> None:
-        if runs and self.selected[:1] == runs[:1]:
+        if runs and not set(runs).isdisjoint(self.selected):
             self._compare(runs)
             return
         self._generation += 1
@@ -194,14 +194,17 @@ class DashboardSession:
             self._seat.release()
 
     def _compare(self, runs: list[str]) -> None:
-        """Show ``runs``, whose primary run is the one shown: read only the runs added.
+        """Show ``runs``, some of which are shown: read only the runs added.
 
         A panel keeps what it drew of the runs still shown when it can
-        (``Panel.compare``); one that cannot is reset and loads the history of
-        every run shown for itself, as a panel built late does. Before, adding
-        a run read and redrew every run shown (3-9 s to add a sixth run to 25
-        charts). A load still running for a run dropped is not drawn.
+        (``Panel.compare``); one that cannot, and one that shows the primary
+        run alone when that changes (the first run dropped, or another picked
+        first), is reset and loads what it draws for itself, as a panel built
+        late does. Before, adding a run read and redrew every run shown (3-9 s
+        to add a sixth run to 25 charts). A load still running for a run
+        dropped is not drawn.
         """
+        new_primary = runs[0] != self.selected[0]
         added = [run for run in runs if run not in self.selected]
         self.selected = runs
         self._loading = {run: held for run, held in self._loading.items() if run in runs}
@@ -215,7 +218,7 @@ class DashboardSession:
         self.feed.follow(runs)
         self.panels.showing(runs, self._directory.label)
         for panel in self.panels.all():
-            if not panel.compare(runs):
+            if (new_primary and panel.primary_only) or not panel.compare(runs):
                 self._late.pop(panel, None)
                 self._catch_up(panel)
         for run in added:

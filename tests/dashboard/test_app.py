@@ -121,10 +121,16 @@ def test_run_switch_and_compare(
     viewer.wait_text("weights-empty", "No weight histograms yet")  # "Loading…" until the history is drawn
 
     viewer.show("Training")
-    viewer.page.evaluate(SELECT_JS, ["second"])
+    kept = viewer.page.evaluate("() => __find('scalars:second:loss').id")
+    viewer.page.evaluate(SELECT_JS, ["second"])  # the first run dropped: the second is kept, now primary
     viewer.wait("() => __find('scalars:first:loss') === null")
     viewer.wait_text("header-run", "second")
     assert viewer.wait_column_length("scalars:second:loss", "value", 2) == [3.0, 2.0]
+    assert viewer.page.evaluate("() => __find('scalars:second:loss').id") == kept  # not read and sent again
+    viewer.wait("() => !__find('legend:loss').text.includes('second · ')")  # one run: lines named by series
+    viewer.show("Weights")  # a one-run tab now shows the second run: no note, its own empty state
+    viewer.wait("() => { const m = __find('primary-run'); return m !== null && !m.visible }")
+    viewer.wait_text("weights-empty", "No weight histograms yet")
 
 
 CHART_JS = """(name) => { const fig = __find('chart:' + name);

@@ -1,7 +1,7 @@
 """What every panel is: a Bokeh layout fed by history, live batches and a clock.
 
 A session calls ``reset`` when the runs it shows change (``compare`` when
-they keep their primary run: runs added to a comparison or dropped from it),
+some stay: runs added to a comparison or dropped from it),
 ``load`` once per run when that run's history arrives, ``update`` once per flush with the live
 messages of the runs shown, and ``tick`` once a second. All calls happen on
 the session's document (the document lock is held). Panels never read the
@@ -43,12 +43,13 @@ class Panel:
         """Forget everything; from now on ``runs`` are shown (the first is primary)."""
 
     def compare(self, runs: Sequence[str]) -> bool:
-        """The runs shown become ``runs``, led by the same primary run: keep what is drawn of the runs still shown.
+        """The runs shown become ``runs``, some of them shown already: keep what is drawn of the runs still shown.
 
         Returns whether the panel did; the session then loads only the runs
         added (``load``). False (the default for a panel that shows every
         run) has the panel ``reset`` and given the history of every run shown.
-        A panel that shows the primary run alone has nothing to change.
+        A panel that shows the primary run alone is asked only while that
+        stays (it is reset when the primary changes): it has nothing to change.
         """
         return self.primary_only
 

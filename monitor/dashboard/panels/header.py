@@ -24,7 +24,7 @@ from bokeh.models.widgets import Div, MultiChoice
 
 from monitor.dashboard.batch import Batch
 from monitor.dashboard.directory import RunDirectory
-from monitor.dashboard.history import RunHistory
+from monitor.dashboard.history import Parts, RunHistory
 from monitor.dashboard.panels.base import Array, Panel
 from monitor.dashboard.progress import ETA_WINDOW, SPEED_WINDOW, Progress
 from monitor.dashboard.theme import Look, widget_stylesheets
@@ -76,6 +76,11 @@ def total_steps(config: dict[str, Any]) -> int | None:
 class HeaderPanel(Panel):
     """Status and progress of the primary run, plus the run picker."""
 
+    history = Parts(scalars=None)
+    """The primary run's progress is read from its scalars alone."""
+    primary_only = True
+    """For its history: the progress shown is the primary run's (the picker lists every run from the run list)."""
+
     def __init__(self, look: Look, directory: RunDirectory, on_pick: Callable[[list[str]], None], kiosk: bool) -> None:
         self._look, self._directory, self._kiosk = look, directory, kiosk
         self._run: str | None = None
@@ -118,6 +123,8 @@ class HeaderPanel(Panel):
         self.tick(time.time())
 
     def compare(self, runs: Sequence[str]) -> bool:
+        if runs[:1] != [self._run]:  # another primary: its progress is read again (reset)
+            return False
         if list(self.picker.value) != list(runs):
             self.picker.value = list(runs)
         self._seen_version = -1  # the options again, the picked runs first in the order picked (see tick)
