@@ -188,7 +188,10 @@ class _Batch:
         if structural:
             self._close()
         if self._serializer is None:
-            self._serializer = _InliningSerializer(references=self._doc.models.synced_references | self._placed)
+            references = self._doc.models.synced_references  # a new set each time: ours to add to
+            if self._placed:
+                references |= self._placed
+            self._serializer = _InliningSerializer(references=references)
             self._serializers.append(self._serializer)
         self._encoded.append(self._serializer.encode(event))
         self.events += 1

@@ -54,8 +54,6 @@ log = logging.getLogger(__name__)
 TICK_MS = 1000
 ABANDON_MS = 2000
 """A tab without a connection for this long has been closed: leave the hub."""
-Ticket = tuple[int, int]
-"""A history load's (selection generation, load number)."""
 MAX_BUFFERED = 200_000
 """Live messages held per run while its history loads; beyond, the oldest go."""
 
@@ -79,7 +77,6 @@ class DashboardSession:
         self._seat = seat
         self.selected: list[str] = []
         self._loading: dict[str, list[HubMessage]] = {}
-        self._generation = 0
         self.closed = False
         self.started = False
         self._first_tab = first_tab
@@ -147,7 +144,7 @@ class DashboardSession:
         if runs:
             self._late[panel] = {run: [] for run in runs}
             for run in runs:
-                self._load(run, self._generation, panel)
+                self._load(run, panel)
 
     def select(self, runs: Sequence[str]) -> None:
         """Show ``runs`` (the first is primary): reset panels, follow them, load history.
@@ -169,7 +166,6 @@ class DashboardSession:
         if runs and not set(runs).isdisjoint(self.selected):
             self._compare(runs)
             return
-        self._generation += 1
         self.selected = runs
         self._late.clear()
         self._tickets.clear()
@@ -180,7 +176,7 @@ class DashboardSession:
             panel.reset(runs)
             panel.loading(bool(runs))
         for run in runs:
-            self._load(run, self._generation)
+            self._load(run)
 
     def close(self) -> None:
         """Leave the hub, stop watching the connection, free the seat. Safe to call twice.
@@ -222,26 +218,29 @@ class DashboardSession:
                 self._late.pop(panel, None)
                 self._catch_up(panel)
         for run in added:
-            self._load(run, self._generation)
+            self._load(run)
 
-    def _load(self, run: str, generation: int, panel: Panel | None = None) -> None:
+    def _load(self, run: str, panel: Panel | None = None) -> None:
         c = self._context
         parts = panel.history if panel is not None else ALL
         self._ticket += 1
         self._tickets[panel, run] = self._ticket
         future = c.executor.submit(load_history, c.store, run, c.history_points, c.history_histograms, parts)
-        IOLoop.current().add_future(future, partial(self._history_ready, run, (generation, self._ticket), panel))
+        IOLoop.current().add_future(future, partial(self._history_ready, run, self._ticket, panel))
 
-    def _history_ready(self, run: str, ticket: Ticket, panel: Panel | None, future: Future[RunHistory]) -> None:
+    def _history_ready(self, run: str, ticket: int, panel: Panel | None, future: Future[RunHistory]) -> None:
         if self._current(run, ticket, panel):
             self._doc.add_next_tick_callback(partial(self._apply_history, run, ticket, panel, future))
 
-    def _current(self, run: str, ticket: Ticket, panel: Panel | None) -> bool:
-        """Whether a history load is still wanted: the runs shown were not replaced, nor ``run`` dropped since."""
-        generation, number = ticket
-        return not self.closed and generation == self._generation and self._tickets.get((panel, run)) == number
+    def _current(self, run: str, ticket: int, panel: Panel | None) -> bool:
+        """Whether a history load is still wanted: the runs shown were not replaced, nor ``run`` dropped since.
 
-    def _apply_history(self, run: str, ticket: Ticket, panel: Panel | None, future: Future[RunHistory]) -> None:
+        Showing other runs clears the tickets, dropping a run its own, and a later load for the same panel and
+        run takes a new number: each leaves an older load unwanted.
+        """
+        return not self.closed and self._tickets.get((panel, run)) == ticket
+
+    def _apply_history(self, run: str, ticket: int, panel: Panel | None, future: Future[RunHistory]) -> None:
         """Draw a run's history: into every panel, or into ``panel`` alone (one built late)."""
         if not self._current(run, ticket, panel):
             return
