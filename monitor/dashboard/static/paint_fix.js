@@ -372,7 +372,7 @@
         }
       });
   } else {
-    skipped("LayoutDOMView.rerender/invalidate_layout/compute_layout/update_layout");
+    skipped("LayoutDOMView.rerender/invalidate_layout/compute_layout/update_layout/update_children");
   }
 
   // 10. Fit a plot's automatic ranges again when its renderers change. BokehJS refits them when a
