@@ -8,6 +8,7 @@ page's answers are read on the server, from each session's ``Flow`` model.
 from __future__ import annotations
 
 import math
+import socket
 from collections.abc import Callable
 from typing import cast
 
@@ -57,6 +58,26 @@ def test_one_flush_of_ten_series_arrives_as_one_message_in_order(
     counts = viewer.page.evaluate("() => window.__streams_per_message")[before:]
     # Bokeh alone sends each stream as its own message; batched, the ten streams travel together.
     assert len(SERIES) in counts, f"streams per message after the step: {counts}"
+
+
+def test_the_page_socket_sends_each_frame_at_once(
+    server: ServerThread, viewers: Callable[..., Viewer], monitors: Callable[..., Monitor]
+) -> None:
+    """Nagle's algorithm is off on the page's websocket, so a flush's later frames do not wait for an ACK.
+
+    Tornado turns it back on when the websocket handshake (an HTTP exchange) ends; left on, the page
+    got a flush 15 ms later at the median at 1,000 points/s (``scripts/bench_latency.py``).
+    """
+    monitors("nodelay").log({"loss": 1.0}, step=0)
+    viewers(server.url + "/?run=nodelay").wait_column_length("scalars:nodelay:loss", "step", 1)
+
+    def nodelay() -> list[int]:
+        sockets = [
+            connection._socket.ws_connection.stream.socket for connection in server.running._viewer_connections()
+        ]
+        return [s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) for s in sockets]
+
+    assert server.call(nodelay) == [1]
 
 
 def flows(server: ServerThread) -> list[tuple[int, int]]:
