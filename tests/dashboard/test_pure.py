@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import gzip
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -274,6 +276,18 @@ def test_patches_inline_small_arrays_and_send_large_ones_as_buffers() -> None:
     assert isinstance(small["array"]["data"], str)
     assert not isinstance(large["array"]["data"], str) and not isinstance(image["array"]["data"], str)
     assert len(serializer.buffers) == 2
+    # BokehJS reads inline bytes as base64 of gzip (``base64_to_buffer``): they must come back whole.
+    inline = gzip.decompress(base64.b64decode(small["array"]["data"]))
+    assert np.array_equal(np.frombuffer(inline, dtype=np.float64), np.arange(100.0))
+
+
+def test_patches_name_the_models_the_page_has_and_send_new_ones_whole() -> None:
+    known, new = ColumnDataSource(data={"x": [1.0]}), ColumnDataSource(data={"x": [2.0]})
+    serializer = _InliningSerializer(references={known})
+    assert serializer.encode(known) == known.ref
+    whole = serializer.encode(new)
+    assert whole["id"] == new.id and "attributes" in whole
+    assert serializer.encode(new) == new.ref  # sent once: named after that
 
 
 def test_progress_counts_steps_done_from_zero_or_one() -> None:
