@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import pytest
 from tornado.httpclient import HTTPRequest
@@ -61,7 +62,7 @@ async def test_a_connect_cancelled_mid_handshake_closes_the_connection_it_comple
         await server.close_all_connections()
 
 
-async def test_a_connect_that_completes_returns_an_open_connection() -> None:
+async def test_a_connect_that_completes_returns_an_open_connection_that_sends_at_once() -> None:
     state = _Gate()
     state.gate.set()
     sock, port = bind_unused_port()
@@ -70,6 +71,8 @@ async def test_a_connect_that_completes_returns_an_open_connection() -> None:
     try:
         ws = await open_websocket(HTTPRequest(f"ws://127.0.0.1:{port}/ws"), DefaultLoopResolver())
         assert ws.protocol is not None and not state.closed.is_set()
+        # Nagle's algorithm off: each frame goes at once, not after the server's delayed ACK.
+        assert ws.protocol.stream.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
         ws.close(1000)
         await asyncio.wait_for(state.closed.wait(), 30)
     finally:
