@@ -159,6 +159,46 @@ def test_every_chart_repaints_after_its_latest_points(
     viewer.wait(GLYPHS_CURRENT_JS, len(SERIES))  # brought up to date when their plot paints (paint_fix.js)
 
 
+LAYERS_JS = """() => {
+  const chart = [...Bokeh.documents[0].all_models].find((m) => (m.name ?? '').startsWith('chart:'));
+  const plot = [...Bokeh.index.find(chart)][0];
+  const { primary, overlays } = plot.canvas_view;
+  const box = plot.canvas_view.el.getBoundingClientRect(), frame = plot.frame.bbox;
+  return { primary: primary.canvas.style.display, overlays: overlays.canvas.style.display,
+           frame: [box.left + frame.left, box.top + frame.top, frame.width, frame.height] };
+}"""
+"""The first chart's canvas layers (inline ``display``) and its frame in page coordinates."""
+OVERLAY_SHOWN_JS = (
+    "(shown) => { const l = (" + LAYERS_JS + ")(); return l.primary === '' && (l.overlays === '') === shown; }"
+)
+BOX_ZOOM_JS = """() => {
+  const chart = [...Bokeh.documents[0].all_models].find((m) => (m.name ?? '').startsWith('chart:'));
+  chart.toolbar.tools.find((tool) => tool.type === 'BoxZoomTool').active = true;
+}"""
+
+
+def test_an_empty_overlay_layer_leaves_the_page_until_a_tool_draws_on_it(
+    server: ServerThread, viewers: Callable[..., Viewer], monitors: Callable[..., Monitor]
+) -> None:
+    """``paint_fix.js`` change 11: a plot's overlay canvas is hidden while empty, shown while a box zoom draws."""
+    monitor = monitors("layers")
+    for step in range(20):
+        monitor.log({"loss": 1.0 / (step + 1)}, step=step)
+    viewer = viewers(server.url + "/?run=layers")
+    viewer.wait_column_length("scalars:layers:loss", "step", 20)
+    viewer.wait(OVERLAY_SHOWN_JS, False)
+
+    viewer.page.evaluate(BOX_ZOOM_JS)
+    left, top, width, height = viewer.page.evaluate(LAYERS_JS)["frame"]
+    mouse = viewer.page.mouse
+    mouse.move(left + width * 0.3, top + height * 0.3)
+    mouse.down()
+    mouse.move(left + width * 0.6, top + height * 0.7, steps=5)
+    viewer.wait(OVERLAY_SHOWN_JS, True)  # the zoom box is on the overlay
+    mouse.up()
+    viewer.wait(OVERLAY_SHOWN_JS, False)  # the box is gone
+
+
 READY_SETTLES_JS = """async () => {
   const ready = Promise.all(Bokeh.index.roots.map((view) => view.ready)).then(() => true);
   return await Promise.race([ready, new Promise((resolve) => setTimeout(() => resolve(false), 2000))]);

@@ -1,4 +1,4 @@
-// Ten changes to how BokehJS 3.9 paints, for pages that stream into many plots.
+// Eleven changes to how BokehJS 3.9 paints, for pages that stream into many plots.
 //
 // 1. Skip rewriting an inline stylesheet with the text it already holds.
 //    BokehJS rewrites each renderer's "position" stylesheet on every paint,
@@ -77,6 +77,16 @@
 //    nothing until it is laid out.
 //
 // 10. Refit a plot's automatic ranges when its renderers change (a run dropped).
+//
+// 11. Take a canvas layer that holds nothing out of the page. Each plot draws
+//     on two canvases: its picture, and an overlay layer for what tools draw
+//     over it (a box-zoom rectangle), empty the rest of the time. Headless
+//     Chromium hands every canvas of the page to its compositor in every
+//     frame, changed or not, so ten charts' empty overlays were half of that
+//     work (about 2.5 ms of each frame's 11 ms at 1,000 points/s, 40 frames a
+//     second). A layer that was cleared and then drawn on by nothing until
+//     its paint finished is hidden (display: none); its first drawing call
+//     shows it again.
 //
 // Each change is skipped if the BokehJS on the page lacks what it replaces.
 (() => {
@@ -385,6 +395,44 @@
       this.request_repaint();
       return updated;
     });
+
+  const layers = module("core/util/canvas");
+  const layer = layers && layers.CanvasLayer && layers.CanvasLayer.prototype;
+  if (layer && typeof layer.clear === "function" && typeof layer.finish === "function") {
+    const DRAWING = ["fill", "stroke", "fillRect", "strokeRect", "fillText", "strokeText", "drawImage", "putImageData"];
+    const drawn = new WeakMap(); // a layer's 2D context -> whether anything was drawn since it was cleared
+    const watch = (ctx) => {
+      for (const name of DRAWING) {
+        const draw = ctx[name];
+        ctx[name] = function (...args) {
+          if (drawn.get(this) === false) {
+            drawn.set(this, true);
+            if (this.canvas.style.display === "none") this.canvas.style.display = "";
+          }
+          return draw.apply(this, args);
+        };
+      }
+    };
+    const is_canvas = (ctx) => typeof CanvasRenderingContext2D !== "undefined" && ctx instanceof CanvasRenderingContext2D;
+    replace(layer, "clear", (clear) =>
+      function (...args) {
+        const { ctx } = this;
+        if (is_canvas(ctx)) {
+          if (!drawn.has(ctx)) watch(ctx);
+          drawn.set(ctx, false);
+        }
+        return clear.apply(this, args);
+      });
+    replace(layer, "finish", (finish) =>
+      function (...args) {
+        const result = finish.apply(this, args);
+        const { ctx } = this;
+        if (is_canvas(ctx) && drawn.get(ctx) === false) ctx.canvas.style.display = "none";
+        return result;
+      });
+  } else {
+    skipped("CanvasLayer.clear/finish");
+  }
 
   const manager = module("models/plots/range_manager");
   replace(manager && manager.RangeManager && manager.RangeManager.prototype, "compute_initial", (compute) =>
