@@ -71,8 +71,20 @@ class DashboardTornado(BokehTornado):
     def new_connection(
         self, protocol: Protocol, socket: WSHandler, application_context: ApplicationContext, session: ServerSession
     ) -> ServerConnection:
-        socket.set_nodelay(True)
-        return super().new_connection(protocol, socket, application_context, session)
+        """Register a page's connection (Nagle's algorithm off); one that closed meanwhile is let go at once.
+
+        Bokeh opens a connection after creating its session, which takes as
+        long as building the document. A page closed or reloaded meanwhile has
+        had its close handled already, with no connection to let go: Bokeh
+        would keep this one, and the session it holds, for good.
+        """
+        connection = super().new_connection(protocol, socket, application_context, session)
+        if socket.ws_connection is None:  # as WSHandler.on_close would have
+            session.notify_connection_lost()
+            self.client_lost(connection)
+        else:
+            socket.set_nodelay(True)
+        return connection
 
     def resources(self, absolute_url: str | bool | None = None) -> Resources:
         resources = super().resources(absolute_url)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import cast
 
 import pytest
+from bokeh.protocol import Protocol
 
 from monitor.dashboard.pacing import Flow
 from producers.client import Monitor
@@ -78,6 +79,30 @@ def test_the_page_socket_sends_each_frame_at_once(
         return [s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) for s in sockets]
 
     assert server.call(nodelay) == [1]
+
+
+def test_a_page_gone_before_its_connection_opens_is_let_go(
+    server: ServerThread, viewers: Callable[..., Viewer], monitors: Callable[..., Monitor]
+) -> None:
+    """Bokeh opens a page's connection once it has built the session; a page closed meanwhile is let go.
+
+    Its close was handled with no connection yet, so Bokeh alone would keep the one it opens next, and
+    the session with it, for good. Replayed on a real handler whose page has closed.
+    """
+    monitors("gone").log({"loss": 1.0}, step=0)
+    viewer = viewers(server.url + "/?run=gone")
+    viewer.wait_column_length("scalars:gone:loss", "step", 1)
+    handler = server.call(lambda: server.running._viewer_connections()[0]._socket)
+    session = server.call(lambda: server.running._bokeh.get_sessions("/")[0])
+    viewer.page.close()
+    wait_until(lambda: server.call(lambda: handler.ws_connection is None), what="the page's close on the server")
+
+    def open_late() -> tuple[bool, bool]:
+        tornado = server.running._bokeh._tornado
+        connection = tornado.new_connection(Protocol(), handler, tornado._applications["/"], session)
+        return connection in tornado._clients, connection in session._subscribed_connections
+
+    assert server.call(open_late) == (False, False)
 
 
 def flows(server: ServerThread) -> list[tuple[int, int]]:
@@ -197,6 +222,30 @@ def test_an_empty_overlay_layer_leaves_the_page_until_a_tool_draws_on_it(
     viewer.wait(OVERLAY_SHOWN_JS, True)  # the zoom box is on the overlay
     mouse.up()
     viewer.wait(OVERLAY_SHOWN_JS, False)  # the box is gone
+
+
+LOOSE_LAYER_JS = """() => {
+  const { CanvasLayer } = Bokeh.require('core/util/canvas');
+  const layer = new CanvasLayer('canvas', false);  // as a legend entry makes for its glyph
+  layer.resize(20, 10);
+  layer.prepare();
+  layer.finish();  // nothing drawn: a legend whose renderer has no data yet
+  return layer.canvas.style.display;
+}"""
+"""A canvas layer that is not a plot's own, cleared and left empty: its inline ``display``."""
+
+
+def test_an_empty_layer_that_is_not_a_plots_own_keeps_its_place(
+    server: ServerThread, viewers: Callable[..., Viewer], monitors: Callable[..., Monitor]
+) -> None:
+    """Change 11 hides plots' own two layers only. A legend entry's glyph is a layer too, but in the flow
+    of its row: hidden while its renderer has no data, its label moved over and the legend changed size
+    when the data came (a review found it)."""
+    monitors("loose").log({"loss": 1.0}, step=0)
+    viewer = viewers(server.url + "/?run=loose")
+    viewer.wait_column_length("scalars:loose:loss", "step", 1)
+    viewer.wait(OVERLAY_SHOWN_JS, False)  # change 11 is in place: a chart's empty overlay is hidden
+    assert viewer.page.evaluate(LOOSE_LAYER_JS) == ""
 
 
 READY_SETTLES_JS = """async () => {

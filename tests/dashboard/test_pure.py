@@ -284,10 +284,12 @@ def test_patches_inline_small_arrays_and_send_large_ones_as_buffers() -> None:
 def test_patches_name_the_models_the_page_has_and_send_new_ones_whole() -> None:
     known, new = ColumnDataSource(data={"x": [1.0]}), ColumnDataSource(data={"x": [2.0]})
     serializer = _InliningSerializer(references={known})
+    # The page has it, named or not yet: ``_Batch.sent`` asks before anything names it.
+    assert serializer.has_ref(known) and not serializer.has_ref(new)
     assert serializer.encode(known) == known.ref
     whole = serializer.encode(new)
     assert whole["id"] == new.id and "attributes" in whole
-    assert serializer.encode(new) == new.ref  # sent once: named after that
+    assert serializer.encode(new) == new.ref and serializer.has_ref(new)  # sent once: named after that
 
 
 def test_progress_counts_steps_done_from_zero_or_one() -> None:

@@ -78,7 +78,7 @@
 //
 // 10. Refit a plot's automatic ranges when its renderers change (a run dropped).
 //
-// 11. Take a canvas layer that holds nothing out of the page. Each plot draws
+// 11. Take a plot's canvas layer that holds nothing out of the page. Each plot draws
 //     on two canvases: its picture, and an overlay layer for what tools draw
 //     over it (a box-zoom rectangle), empty the rest of the time. Headless
 //     Chromium hands every canvas of the page to its compositor in every
@@ -86,7 +86,8 @@
 //     work (about 2.5 ms of each frame's 11 ms at 1,000 points/s, 40 frames a
 //     second). A layer that was cleared and then drawn on by nothing until
 //     its paint finished is hidden (display: none); its first drawing call
-//     shows it again.
+//     shows it again. Only plots' own layers: a legend entry's glyph is a
+//     layer too, but in the flow of its row, where an empty one keeps its place.
 //
 // Each change is skipped if the BokehJS on the page lacks what it replaces.
 (() => {
@@ -398,9 +399,16 @@
 
   const layers = module("core/util/canvas");
   const layer = layers && layers.CanvasLayer && layers.CanvasLayer.prototype;
-  if (layer && typeof layer.clear === "function" && typeof layer.finish === "function") {
+  const canvases = module("models/canvas/canvas");
+  const canvas_view = canvases && canvases.CanvasView && canvases.CanvasView.prototype;
+  if (layer && canvas_view && ["clear", "finish"].every((name) => typeof layer[name] === "function") &&
+      typeof canvas_view.initialize === "function") {
     const DRAWING = ["fill", "stroke", "fillRect", "strokeRect", "fillText", "strokeText", "drawImage", "putImageData"];
-    const drawn = new WeakMap(); // a layer's 2D context -> whether anything was drawn since it was cleared
+    // Only a plot's own two layers, absolutely placed over each other: hiding one moves nothing. A legend
+    // entry's glyph is a layer too, in the flow of its row, and an empty one (a source with no data
+    // yet) must keep its place.
+    const plot_layers = new WeakSet();
+    const drawn = new WeakMap(); // a plot layer's 2D context -> whether anything was drawn since it was cleared
     const watch = (ctx) => {
       for (const name of DRAWING) {
         const draw = ctx[name];
@@ -414,10 +422,16 @@
       }
     };
     const is_canvas = (ctx) => typeof CanvasRenderingContext2D !== "undefined" && ctx instanceof CanvasRenderingContext2D;
+    replace(canvas_view, "initialize", (initialize) =>
+      function (...args) {
+        const result = initialize.apply(this, args);
+        for (const own of [this.primary, this.overlays]) if (own) plot_layers.add(own);
+        return result;
+      });
     replace(layer, "clear", (clear) =>
       function (...args) {
         const { ctx } = this;
-        if (is_canvas(ctx)) {
+        if (plot_layers.has(this) && is_canvas(ctx)) {
           if (!drawn.has(ctx)) watch(ctx);
           drawn.set(ctx, false);
         }
@@ -427,11 +441,11 @@
       function (...args) {
         const result = finish.apply(this, args);
         const { ctx } = this;
-        if (is_canvas(ctx) && drawn.get(ctx) === false) ctx.canvas.style.display = "none";
+        if (plot_layers.has(this) && is_canvas(ctx) && drawn.get(ctx) === false) ctx.canvas.style.display = "none";
         return result;
       });
   } else {
-    skipped("CanvasLayer.clear/finish");
+    skipped("CanvasLayer.clear/finish, CanvasView.initialize");
   }
 
   const manager = module("models/plots/range_manager");
