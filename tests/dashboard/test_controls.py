@@ -407,6 +407,26 @@ def test_the_run_picker_lists_every_run_matching_what_is_typed(
     expect(listed).to_have_count(11)
 
 
+def test_a_run_picked_from_the_keyboard_leaves_the_keyboard_in_the_picker_with_the_runs_table_open(
+    server: ServerThread, viewers: Callable[..., Viewer], monitors: Callable[..., Monitor]
+) -> None:
+    """The table's row for the picked run is selected by the server: SlickGrid's copy plugin took the focus
+    for that (``picker_fix.js`` change 2), and every key typed next went to the table."""
+    for name in ("alpha", "beta", "gamma"):
+        monitors(name).log({"loss": 1.0}, step=0)
+    viewer = viewers(server.url + "/?run=alpha")
+    viewer.wait("() => __find('run-picker').options.length === 3")
+    viewer.show("Runs")
+    viewer.wait("() => __find('runs-table').selected.indices.length === 1")
+    field = viewer.page.locator(".choices__input--cloned")
+    field.click()
+    field.press_sequentially("beta")
+    viewer.page.keyboard.press("Enter")
+    viewer.wait(f"() => ({SELECTED_JS})().length === 2")  # the server selected beta's row too
+    viewer.page.keyboard.type("gam")  # where the focus is now
+    assert viewer.page.evaluate(PICKER_STATE_JS)[1] == "gam"
+
+
 def _start_one_after_another(monitors: Callable[..., Monitor], *names: str) -> None:
     """Start runs each with a point, each acknowledged before the next: their start times are in this order."""
     for name in names:
