@@ -509,3 +509,15 @@ def test_an_empty_panel_says_it_is_loading_until_the_history_is_drawn() -> None:
     assert LOADING_TEXT in panel.layout.children[1].text
     panel.loading(False)
     assert "No training curves yet" in panel.layout.children[1].text
+
+
+def test_the_weights_tab_opens_on_a_weight_and_lists_weights_before_gradients() -> None:
+    """``MonitorCallback(gradients=True)`` names gradients ``gradients/...``: sorted by name they came first."""
+    panel = WeightsPanel(look_for(kiosk=False, dark=False))
+    panel.reset(["r"])
+    edges, counts = np.linspace(-1, 1, 3), np.array([1.0, 2.0])
+    names = ("gradients/classes/bias", "weights/conv1/kernel", "weights/classes/bias")
+    histograms = [Histogram("r", 2, name, 0, 1.0, edges, counts, -1.0, 1.0, 0.0, 0.5, 3, 0) for name in names]
+    panel.update(Batch.of(histograms))
+    assert list(panel.layer.options) == ["weights/classes/bias", "weights/conv1/kernel", "gradients/classes/bias"]
+    assert panel.layer.value == "weights/classes/bias"

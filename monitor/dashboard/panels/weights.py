@@ -38,11 +38,18 @@ GRID_BINS = 64
 NORM_KEEP = 2000
 """Norm and update-ratio points kept per tensor."""
 _NORM_AND_RATIO_TITLE = "norm (solid, left) and update ratio ||w_t - w_t-k|| / ||w_t|| (dashed, right)"
+GRADIENTS_PREFIX = "gradients/"
+"""How ``MonitorCallback(gradients=True)`` names its gradient histograms."""
 _NORM_PREFIXES = ("weights_norm/", "gradients_norm/", "norm/", "update_ratio/")
 EMPTY_TEXT = (
     "No weight histograms yet: send them with <code>monitor.histogram('dense/kernel', weights)</code> "
     "or <code>MonitorCallback</code>, which sends them every <code>histograms_every=100</code> batches."
 )
+
+
+def _tensor_order(name: str) -> tuple[bool, str]:
+    """Weights before gradients (the tab opens on a weight, not on ``gradients/...``), then by name."""
+    return name.startswith(GRADIENTS_PREFIX), name
 
 
 class WeightsPanel(Panel):
@@ -154,7 +161,7 @@ class WeightsPanel(Panel):
             return
         for histogram in histograms:
             self._kept.setdefault(histogram.name, deque(maxlen=KEEP)).append(histogram)
-        names: list[Any] = sorted(self._kept)
+        names: list[Any] = sorted(self._kept, key=_tensor_order)
         if list(self.layer.options) != names:
             self.layer.options = names
         chosen = [h for h in histograms if h.name == self.layer.value]
