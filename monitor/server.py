@@ -50,7 +50,7 @@ WEBSOCKET_MAX_MESSAGE_BYTES = 2 * MAX_MESSAGE_BYTES
 
 
 class DashboardTornado(BokehTornado):
-    """``BokehTornado`` with two changes for live pages: no MathJax bundle, no Nagle's algorithm.
+    """``BokehTornado`` for live pages: no MathJax bundle; connections without Nagle's algorithm, or let go if gone.
 
     Bokeh's server pages load every BokehJS bundle, since it cannot know
     which models a session will use. The dashboard draws no TeX (its text
