@@ -248,6 +248,36 @@ def test_an_empty_layer_that_is_not_a_plots_own_keeps_its_place(
     assert viewer.page.evaluate(LOOSE_LAYER_JS) == ""
 
 
+BK_OVERRIDES_JS = """() => {
+  const found = new Set();
+  const visit = (root) => {
+    for (const el of root.querySelectorAll('*')) {
+      for (const property of getComputedStyle(el)) if (property.startsWith('--bk-')) found.add(property);
+      if (el.shadowRoot) visit(el.shadowRoot);
+    }
+  };
+  visit(document);
+  return [...found].sort();
+}"""
+"""The ``--bk-*`` custom properties in effect on any element of the page, shadow roots included."""
+
+
+def test_no_element_of_the_page_has_a_bokeh_style_override(
+    server: ServerThread, viewers: Callable[..., Viewer], monitors: Callable[..., Monitor]
+) -> None:
+    """``paint_fix.js`` change 2 never looks for ``--bk-*`` overrides of a plot's visuals: this checks
+    that no stylesheet sets one, and that the check would see one set."""
+    monitor = monitors("overrides")
+    for step in range(5):
+        monitor.log({"loss": 1.0 / (step + 1), "accuracy": step / 5}, step=step)
+    viewer = viewers(server.url + "/?run=overrides")
+    viewer.wait_column_length("scalars:overrides:loss", "step", 5)
+    viewer.page.evaluate("() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)))")
+    assert viewer.page.evaluate(BK_OVERRIDES_JS) == []
+    viewer.page.evaluate("() => document.body.style.setProperty('--bk-line-color', 'red')")
+    assert "--bk-line-color" in viewer.page.evaluate(BK_OVERRIDES_JS)
+
+
 READY_SETTLES_JS = """async () => {
   const ready = Promise.all(Bokeh.index.roots.map((view) => view.ready)).then(() => true);
   return await Promise.race([ready, new Promise((resolve) => setTimeout(() => resolve(false), 2000))]);
