@@ -37,6 +37,24 @@ def launch(playwright: Any) -> Any:
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
 
 
+def launch_profile(playwright: Any, directory: str, width: int = 1400, height: int = 1000) -> Any:
+    """A headless Chromium with a profile in ``directory``, as a person's browser has: its ``BrowserContext``.
+
+    Unlike a ``Browser.new_context()``, which is an incognito-like context,
+    a profile keeps what a browser keeps between visits to a page, in
+    particular V8's cache of compiled scripts: the third time a tab loads
+    BokehJS (2 MB of scripts) it is not compiled again, and the page reaches
+    DOMContentLoaded in about 0.2 s instead of 0.4-0.6 s here.
+    """
+    return playwright.chromium.launch_persistent_context(
+        directory,
+        executable_path=CHROMIUM,
+        args=CHROMIUM_ARGS,
+        headless=True,
+        viewport={"width": width, "height": height},
+    )
+
+
 @dataclass
 class Tab:
     """A dashboard page and how often it has reloaded itself since it first opened.
@@ -66,9 +84,12 @@ def open_dashboard(
     height: int = 1000,
     timeout_ms: float = 60_000,
     init_scripts: Sequence[str] = (),
+    context: Any = None,
 ) -> Tab:
     """Open ``url`` in a new browser context and wait until BokehJS has the document's roots.
 
+    With ``context`` (a ``BrowserContext``, see ``launch_profile``) it opens
+    as a new tab of that context instead, and ``browser`` is not used.
     ``init_scripts`` run in the page before its own scripts, on every load.
 
     Returns:
@@ -77,7 +98,8 @@ def open_dashboard(
     Raises:
         playwright's ``TimeoutError``: the document did not arrive within ``timeout_ms``.
     """
-    context = browser.new_context(viewport={"width": width, "height": height})
+    if context is None:
+        context = browser.new_context(viewport={"width": width, "height": height})
     for script in (FIND_JS, *init_scripts):
         context.add_init_script(script=script)
     tab = Tab(context.new_page())
