@@ -75,6 +75,21 @@ class Look:
             return {"sizing_mode": "stretch_both", "min_height": round(80 * self.scale)}
         return {"sizing_mode": "stretch_width", "height": round(height * self.scale)}
 
+    def toolbar(self) -> dict[str, Any]:
+        """A figure's toolbar arguments: none on the lab screen, which nobody is at.
+
+        On the desk the toolbar sits inside the plot, at its top, shown while
+        the pointer is over the plot (the theme's ``autohide``), and the page
+        gives it to the plot only after the plot's first paint
+        (``static/paint_fix.js`` change 12): building ten charts' toolbars
+        (tool buttons, each its own element and styles) was about a tenth of
+        the time to open a run. Inside the plot, a toolbar that comes later
+        moves nothing.
+        """
+        if self.name == KIOSK_NAME:
+            return {"toolbar_location": None}
+        return {"toolbar_location": None, "toolbar_inner": True, "tags": [f"{TOOLBAR_AFTER_PAINT}above"]}
+
     def bokeh_theme(self) -> Theme:
         """The Bokeh theme for plots and axes in this look."""
         return Theme(json=_theme_json(self))
@@ -92,6 +107,8 @@ class Look:
 
 
 KIOSK_NAME = "kiosk"
+TOOLBAR_AFTER_PAINT = "toolbar-after-paint:"
+"""A plot tagged ``toolbar-after-paint:<location>`` gets its toolbar there after its first paint (``Look.toolbar``)."""
 
 _STATUS = {"running": "#2ca02c", "finished": "#1f77b4", "crashed": "#d62728", "stale": "#ff7f0e"}
 LIGHT = Look("light", False, 1.0, "#ffffff", "#ffffff", "#222222", "#6b6b6b", "#e5e5e5", _STATUS)
@@ -154,6 +171,7 @@ def _theme_json(look: Look) -> dict[str, Any]:
                 # A lab screen has nobody at it: no toolbars (hover still works where there is a mouse).
                 **({"toolbar_location": None} if look.name == KIOSK_NAME else {}),
             },
+            "Toolbar": {"autohide": True},  # inside the plot (Look.toolbar): shown while the pointer is over it
             "Title": text,
             "Axis": axis,
             "Grid": {"grid_line_color": look.grid, "grid_line_alpha": 1.0},

@@ -248,6 +248,38 @@ def test_an_empty_layer_that_is_not_a_plots_own_keeps_its_place(
     assert viewer.page.evaluate(LOOSE_LAYER_JS) == ""
 
 
+TOOLBAR_JS = """(name) => {
+  const model = __find(name);
+  const view = model && [...Bokeh.index.all_views()].find((v) => v.model === model);
+  if (!view || !view.el.isConnected) return null;
+  const frame = view.frame.bbox;
+  return {location: model.toolbar_location, inner: model.toolbar_inner, autohide: model.toolbar.autohide,
+          width: frame.width, height: frame.height};
+}"""
+"""A chart's toolbar settings in the page, and the size of its frame (where it draws its lines)."""
+
+
+def test_a_charts_toolbar_comes_after_its_first_paint_inside_the_chart(
+    server: ServerThread, viewers: Callable[..., Viewer], monitors: Callable[..., Monitor]
+) -> None:
+    """``paint_fix.js`` change 12: the server makes charts without a toolbar; the page gives each its toolbar
+    once it has painted, inside the chart (shown on hover), so the chart's frame keeps its size."""
+    monitor = monitors("tools")
+    for step in range(5):
+        monitor.log({"loss": 1.0 / (step + 1)}, step=step)
+    viewer = viewers(server.url + "/?run=tools")
+    viewer.wait_column_length("scalars:tools:loss", "step", 5)
+    dressed = viewer.wait("() => __find('chart:loss')?.toolbar_location === 'above'")
+    assert dressed
+    after = viewer.page.evaluate(TOOLBAR_JS, "chart:loss")
+    assert after["inner"] and after["autohide"], after
+    viewer.page.evaluate("() => { __find('chart:loss').setv({toolbar_location: null}, {sync: false}) }")
+    viewer.wait("() => __find('chart:loss')?.toolbar_location === null")
+    viewer.page.evaluate("() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)))")
+    bare = viewer.page.evaluate(TOOLBAR_JS, "chart:loss")
+    assert (bare["width"], bare["height"]) == (after["width"], after["height"])  # the toolbar took no room
+
+
 BK_OVERRIDES_JS = """() => {
   const found = new Set();
   const visit = (root) => {

@@ -320,7 +320,8 @@ class CurvesPanel(Panel):
             **self._look.plot_size(260), name=f"chart:{key}",
             x_axis_type="datetime" if by_time else "linear",
             y_axis_type="log" if self.y_scale.active == 1 else "linear",
-            tools="pan,wheel_zoom,box_zoom,reset,save",  # canvas: WebGL without a GPU repaints far slower
+            tools="pan,wheel_zoom,box_zoom,reset,save", **self._look.toolbar(),
+            # the canvas backend: WebGL without a GPU repaints far slower
         )  # fmt: skip
         fig.xaxis.axis_label = "time" if by_time else "step"
         if not by_time:

@@ -146,10 +146,17 @@ class DataPanel(Panel):
 
     def _build(self, look: Look) -> Any:
         h = round(260 * look.scale)
-        hist = figure(title="feature histogram", height=h, sizing_mode="stretch_width", tools="pan,wheel_zoom,reset")
+        hist = figure(
+            **look.toolbar(),
+            title="feature histogram",
+            height=h,
+            sizing_mode="stretch_width",
+            tools="pan,wheel_zoom,reset",
+        )
         hist.quad(left="left", right="right", top="top", bottom=0, source=self.histogram, alpha=0.8)
         self._label_range = FactorRange()
         bars = figure(
+            **look.toolbar(),
             title="labels",
             x_range=self._label_range,
             height=h,
@@ -161,6 +168,7 @@ class DataPanel(Panel):
         class_labels_apart(bars)
         self._bars = bars
         pie = figure(
+            **look.toolbar(),
             title="label share",
             height=h,
             width=h,
@@ -176,7 +184,13 @@ class DataPanel(Panel):
         self._no_labels.visible = False
         self._no_labels.sizing_mode = "fixed"
         self._no_labels.width = round(260 * look.scale)
-        scatter = figure(title="sample: two features", height=h, sizing_mode="stretch_width", output_backend="webgl")
+        scatter = figure(
+            **look.toolbar(),
+            title="sample: two features",
+            height=h,
+            sizing_mode="stretch_width",
+            output_backend="webgl",
+        )
         scatter.scatter(
             x="x",
             y="y",

@@ -93,6 +93,7 @@ class ModelPanel(Panel):
     def _graph_figure(self, look: Look) -> Any:
         tooltips = [("layer", "@name"), ("type", "@type"), ("output", "@shape"), ("parameters", "@params{0,0}")]
         fig = figure(
+            **look.toolbar(),
             title="network structure",
             height=400,
             sizing_mode="stretch_width",

@@ -235,6 +235,7 @@ class PredictionsPanel(Panel):
         size, stretch = self._look.plot_size(260), self._look.stretch
         self._class_range = FactorRange()
         bars = figure(
+            **self._look.toolbar(),
             title="mean probability vs truth" if self._look.fill else "mean probability vs true frequency",
             x_range=self._class_range,
             **size,
@@ -253,6 +254,7 @@ class PredictionsPanel(Panel):
         items = [LegendItem(label=label, renderers=[r]) for label, r in zip(labels, renderers, strict=True)]
         bars.add_layout(Legend(items=items, orientation="horizontal", location="top_left"), "below")
         sample = figure(
+            **self._look.toolbar(),
             title="one sample (green: true class)",
             x_range=self._class_range,
             **size,
@@ -265,6 +267,7 @@ class PredictionsPanel(Panel):
                 fig.yaxis.ticker = BasicTicker(desired_num_ticks=4)
         self._confusion_x, self._confusion_y = FactorRange(), FactorRange()
         confusion = figure(
+            **self._look.toolbar(),
             title="confusion: true by predicted" if self._look.fill else "confusion (rows true, columns predicted)",
             x_range=self._confusion_x,
             y_range=self._confusion_y,
@@ -291,6 +294,7 @@ class PredictionsPanel(Panel):
     def _regression_layout(self) -> Any:
         size = self._look.plot_size(300)
         scatter = figure(
+            **self._look.toolbar(),
             title="y_true vs y_pred",
             **size,
             output_backend="webgl",
@@ -299,13 +303,14 @@ class PredictionsPanel(Panel):
         )
         scatter.scatter(x="y_true", y="y_pred", source=self.regression, size=4, alpha=0.5)
         scatter.add_layout(Slope(gradient=1, y_intercept=0, line_dash="dashed", line_color="#d62728"))
-        residual = figure(title="residuals (y_pred - y_true)", **size)
+        residual = figure(**self._look.toolbar(), title="residuals (y_pred - y_true)", **size)
         residual.quad(left="left", right="right", top="top", bottom=0, source=self.residuals, alpha=0.8)
         self._regression_strip = Strip(self._look, [scatter, residual], "regression-strip")
         return self._regression_strip.layout
 
     def _embedding_plot(self) -> Any:
         fig = figure(
+            **self._look.toolbar(),
             title="embedding of the sample",
             **self._look.plot_size(320),
             output_backend="webgl",

@@ -209,6 +209,7 @@ class WeightsPanel(Panel):
 
     def _current_figure(self, look: Look) -> figure:
         fig = figure(
+            **look.toolbar(),
             title="current histogram",
             **look.plot_size(260),
             tools="pan,wheel_zoom,reset,hover",
@@ -221,6 +222,7 @@ class WeightsPanel(Panel):
 
     def _bands_figure(self, look: Look) -> figure:
         fig = figure(
+            **look.toolbar(),
             title="distribution over steps",
             **look.plot_size(260),
             x_range=self._steps,
@@ -234,6 +236,7 @@ class WeightsPanel(Panel):
 
     def _heatmap_figure(self, look: Look) -> figure:
         fig = figure(
+            **look.toolbar(),
             title="histogram over steps",
             **look.plot_size(260),
             x_range=self._steps,
@@ -246,6 +249,7 @@ class WeightsPanel(Panel):
 
     def _norms_figure(self, look: Look) -> figure:
         fig = figure(
+            **look.toolbar(),
             title=_NORM_AND_RATIO_TITLE,
             **look.plot_size(220),
             tools="pan,wheel_zoom,reset,hover",

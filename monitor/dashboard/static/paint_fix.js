@@ -1,4 +1,4 @@
-// Eleven changes to how BokehJS 3.9 paints, for pages that stream into many plots.
+// Twelve changes to how BokehJS 3.9 paints, for pages that stream into many plots.
 //
 // 1. Skip rewriting an inline stylesheet with the text it already holds.
 //    BokehJS rewrites each renderer's "position" stylesheet on every paint,
@@ -92,6 +92,16 @@
 //     shows it again. Only plots' own layers: a legend entry's glyph is a
 //     layer too, but in the flow of its row, where an empty one keeps its place.
 //
+// 12. Give a plot its toolbar after its first paint. Building a toolbar (a
+//     button per tool, each an element with its own styles) was about a
+//     tenth of the time to open a run of ten charts. The server makes the
+//     dashboard's plots without one, tagged "toolbar-after-paint:<location>"
+//     (monitor.dashboard.theme.Look.toolbar); once such a plot has painted,
+//     its toolbar is put there when the page is next idle (at most
+//     TOOLBAR_WAIT_MS later), for the page alone: the server keeps none,
+//     which changes nothing it draws. The toolbar sits inside the plot and
+//     shows while the pointer is over it, so its coming moves nothing.
+//
 // Each change is skipped if the BokehJS on the page lacks what it replaces.
 (() => {
   "use strict";
@@ -100,6 +110,7 @@
   const STYLE_MS = 1000;
   const LAYOUT_QUIET_MS = 30;
   const LAYOUT_MAX_MS = 300;
+  const TOOLBAR_WAIT_MS = 2000;
   const { module, replace, skipped } = window.LabscreenPatching;
 
   const dom = module("core/dom");
@@ -162,6 +173,25 @@
       if (!in_time) done.then(() => { if (!plot.is_destroyed) plot.request_paint(); });
     });
   };
+  // Change 12: plots tagged "toolbar-after-paint:<location>" get their toolbar there once they have
+  // painted, all of them in one idle moment of the page.
+  const TOOLBAR_TAG = "toolbar-after-paint:";
+  const toolbars_due = new Map(); // Plot model -> where its toolbar goes
+  const toolbars_asked = new WeakSet(); // Plot models whose toolbar has been due once
+  const give_toolbars = () => {
+    for (const [model, where] of toolbars_due)
+      if (model.toolbar_location == null) model.setv({ toolbar_location: where }, { sync: false });
+    toolbars_due.clear();
+  };
+  const toolbar_after_paint = (view) => {
+    const model = view.model;
+    if (toolbars_asked.has(model) || model.toolbar_location != null) return;
+    const tag = model.tags.find((t) => typeof t === "string" && t.startsWith(TOOLBAR_TAG));
+    if (tag === undefined) return;
+    toolbars_asked.add(model);
+    toolbars_due.set(model, tag.slice(TOOLBAR_TAG.length));
+    if (toolbars_due.size === 1) requestIdleCallback(give_toolbars, { timeout: TOOLBAR_WAIT_MS });
+  };
   const paint_some = async () => {
     // frame stays set while painting: a plot asking to paint meanwhile (a range fit does) waits its turn
     const start = performance.now();
@@ -190,6 +220,12 @@
     });
 
   const plot = canvas && canvas.PlotView && canvas.PlotView.prototype;
+  replace(plot, "paint", (paint) =>
+    function (...args) {
+      const result = paint.apply(this, args);
+      toolbar_after_paint(this);
+      return result;
+    });
   const font_size = plot && Object.getOwnPropertyDescriptor(plot, "base_font_size");
   if (font_size && typeof font_size.get === "function" && !font_size.get.__labscreen) {
     const read = font_size.get;
