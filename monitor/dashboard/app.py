@@ -5,7 +5,8 @@ the same event loop as ingest. Query arguments: ``kiosk=1`` (or ``0``) for
 the lab-screen view, ``theme=dark|light``, ``run=<id>`` (repeatable) for the
 runs to show first, ``tab=<title>`` (e.g. ``weights``) for the tab to open,
 ``cycle=<seconds>`` for how long the lab screen shows each of its pages.
-Making it also makes Bokeh remember its property defaults (``monitor.dashboard.defaults``).
+Making it also makes Bokeh remember its property defaults (``monitor.dashboard.defaults``), and
+starts a stock of blank chart figures the sessions share (``monitor.dashboard.blanks``).
 Beyond ``max_viewers`` open sessions a tab gets the viewer-limit page (``monitor.dashboard.seats``) instead.
 """
 
@@ -22,11 +23,13 @@ from bokeh.application.handlers.handler import Handler
 from bokeh.document import Document
 from bokeh.server.contexts import BokehSessionContext
 
+from monitor.dashboard.blanks import FigureStock
 from monitor.dashboard.context import DashboardContext
 from monitor.dashboard.defaults import remember_defaults
 from monitor.dashboard.directory import RunDirectory
 from monitor.dashboard.kiosk import DEFAULT_SECONDS
 from monitor.dashboard.layout import PanelSet
+from monitor.dashboard.panels.curves import blank_chart
 from monitor.dashboard.seats import Seat, Seats, limit_page
 from monitor.dashboard.session import DashboardSession
 from monitor.dashboard.template import page_template, page_variables
@@ -36,18 +39,19 @@ log = logging.getLogger(__name__)
 _TRUE = {"1", "true", "yes", "on"}
 
 
-class _DirectoryLifecycle(Handler):
-    """Closes the shared run directory when the server unloads the app."""
+class _SharedLifecycle(Handler):
+    """Closes what the sessions share (the run directory, the stock of figures) when the server unloads the app."""
 
-    def __init__(self, directory: RunDirectory) -> None:
+    def __init__(self, directory: RunDirectory, figures: FigureStock) -> None:
         super().__init__()
-        self._directory = directory
+        self._directory, self._figures = directory, figures
 
     def modify_document(self, doc: Document) -> None:
         """Nothing: the function handler builds the document."""
 
     def on_server_unloaded(self, server_context: ServerContext) -> None:
         self._directory.close()
+        self._figures.close()
 
 
 def make_dashboard(context: DashboardContext) -> Application:
@@ -62,9 +66,11 @@ def make_dashboard(context: DashboardContext) -> Application:
     """
     remember_defaults()
     directory = RunDirectory(context)
+    figures = FigureStock()
+    figures.keep(*blank_chart(look_for(context.kiosk, dark=False)))  # the default view's charts
     seats = Seats(context.max_viewers, partial(_count_refusal, context))
-    build = partial(_build, context, directory, seats)
-    return Application(FunctionHandler(build), _DirectoryLifecycle(directory))
+    build = partial(_build, context, directory, seats, figures)
+    return Application(FunctionHandler(build), _SharedLifecycle(directory, figures))
 
 
 def _count_refusal(context: DashboardContext) -> None:
@@ -72,7 +78,9 @@ def _count_refusal(context: DashboardContext) -> None:
         context.metrics.errors["viewer_limit"] += 1
 
 
-def _build(context: DashboardContext, directory: RunDirectory, seats: Seats, doc: Document) -> None:
+def _build(
+    context: DashboardContext, directory: RunDirectory, seats: Seats, figures: FigureStock, doc: Document
+) -> None:
     arguments = _arguments(doc)
     kiosk = _flag(arguments, "kiosk", context.kiosk)
     look = look_for(kiosk, dark=arguments.get("theme", [""])[0] == "dark")
@@ -84,7 +92,9 @@ def _build(context: DashboardContext, directory: RunDirectory, seats: Seats, doc
     try:
         tab = arguments.get("tab", [None])[0]
         cycle = _seconds(arguments, "cycle", DEFAULT_SECONDS)
-        session = _dashboard(context, directory, doc, look, kiosk=kiosk, seat=seat, tab=tab, cycle=cycle)
+        session = _dashboard(
+            context, directory, doc, look, kiosk=kiosk, seat=seat, tab=tab, cycle=cycle, figures=figures
+        )
     except BaseException:
         seat.release()
         raise
@@ -101,6 +111,7 @@ def _dashboard(
     seat: Seat,
     tab: str | None,
     cycle: float,
+    figures: FigureStock,
 ) -> DashboardSession:
     directory.start()
     doc.title = "labscreen"
@@ -118,7 +129,7 @@ def _dashboard(
             if picked and session.started:
                 panels.header.name_in_address(session.selected)
 
-    panels = PanelSet(look, directory, context.stale_after, pick, kiosk, kiosk_seconds=cycle)
+    panels = PanelSet(look, directory, context.stale_after, pick, kiosk, kiosk_seconds=cycle, figures=figures)
     session = DashboardSession(context, directory, doc, panels, follow=kiosk, seat=seat, first_tab=tab)
     for root in session.roots:
         doc.add_root(root)

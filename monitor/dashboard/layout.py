@@ -42,6 +42,7 @@ from bokeh.models import Column, LayoutDOM, TabPanel, Tabs
 from bokeh.models.ui import UIElement
 from bokeh.models.widgets import Div
 
+from monitor.dashboard.blanks import FigureStock
 from monitor.dashboard.directory import RunDirectory
 from monitor.dashboard.kiosk import DEFAULT_SECONDS, KioskStage
 from monitor.dashboard.panels.base import Panel
@@ -63,6 +64,9 @@ class PanelSet:
     page's watchdog reloads when it stops changing (a silently dead socket).
     ``roots`` are the document roots, top to bottom (see the module doc).
 
+    ``figures`` is where the curves take their charts' figures from (see
+    ``monitor.dashboard.blanks``).
+
     The desk view builds the header, the curves and the events at once, and
     another tab's panel when that tab is first opened; each panel built then
     is handed to ``on_built`` so the session can bring it up to date (the
@@ -79,10 +83,11 @@ class PanelSet:
         kiosk: bool,
         *,
         kiosk_seconds: float = DEFAULT_SECONDS,
+        figures: FigureStock | None = None,
     ) -> None:
         self._look = look
         self.header = HeaderPanel(look, directory, on_pick, kiosk)
-        self.curves = CurvesPanel(look, directory.label, kiosk)
+        self.curves = CurvesPanel(look, directory.label, kiosk, figures)
         self.events = EventsPanel(look, directory, stale_after, most=KIOSK_EVENTS if kiosk else None)
         self.stage: KioskStage | None = None
         self._kiosk_seconds = kiosk_seconds

@@ -15,8 +15,9 @@ from __future__ import annotations
 import html
 import math
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -38,6 +39,7 @@ from bokeh.plotting import figure
 
 from monitor.dashboard.axes import steady_y_labels, step_ticks
 from monitor.dashboard.batch import Batch
+from monitor.dashboard.blanks import FigureStock, Make
 from monitor.dashboard.grouping import chart_key, group_metrics, is_validation, series_key
 from monitor.dashboard.history import RunHistory
 from monitor.dashboard.panels.base import EQUAL_SHARE, LOADING_TEXT, Array, Panel, empty_html, empty_state, floats
@@ -119,8 +121,11 @@ def _empty_columns() -> dict[str, Array]:
 class CurvesPanel(Panel):
     """Live line charts of every scalar of the runs shown."""
 
-    def __init__(self, look: Look, label: Callable[[str], str], kiosk: bool = False) -> None:
-        self._look, self._label, self._kiosk = look, label, kiosk
+    def __init__(
+        self, look: Look, label: Callable[[str], str], kiosk: bool = False, figures: FigureStock | None = None
+    ) -> None:
+        """``figures``: where charts' figures are taken from (``blank_chart``); None: each is made when needed."""
+        self._look, self._label, self._kiosk, self._figures = look, label, kiosk, figures
         self._runs: list[str] = []
         self._lines: dict[tuple[str, str], _Line] = {}
         self._charts: dict[str, _Chart] = {}
@@ -314,20 +319,10 @@ class CurvesPanel(Panel):
             line.source.data["smooth"] = smooth
 
     def _chart(self, key: str, lines: list[_Line]) -> _Chart:
-        by_time = self.x_axis.active == 1
-        fig = figure(
-            title=Title(text=PlainText(text=key)),  # a metric's name as written: "$$x$$" is not TeX here
-            **self._look.plot_size(260), name=f"chart:{key}",
-            x_axis_type="datetime" if by_time else "linear",
-            y_axis_type="log" if self.y_scale.active == 1 else "linear",
-            tools="pan,wheel_zoom,box_zoom,reset,save", **self._look.toolbar(),
-            # the canvas backend: WebGL without a GPU repaints far slower
-        )  # fmt: skip
-        fig.xaxis.axis_label = "time" if by_time else "step"
-        if not by_time:
-            fig.xaxis.formatter = step_ticks()
-        if self.y_scale.active == 0:
-            steady_y_labels(fig)
+        kind, make = blank_chart(self._look, by_time=self.x_axis.active == 1, log_y=self.y_scale.active == 1)
+        fig = self._figures.take(kind, make) if self._figures is not None else make()
+        fig.name = f"chart:{key}"
+        fig.title = Title(text=PlainText(text=key))  # a metric's name as written: "$$x$$" is not TeX here
         colors = self._colors(lines)
         renderers = {(line.run, line.name): self._draw(line, colors) for line in lines}
         fig.renderers = [*fig.renderers, *(r for pair in renderers.values() for r in pair)]
@@ -443,6 +438,30 @@ class CurvesPanel(Panel):
                 )
             )
         return pair[0], pair[1]
+
+
+def blank_chart(look: Look, *, by_time: bool = False, log_y: bool = False) -> tuple[Hashable, Make]:
+    """The kind of a chart's blank figure and what makes one (see ``FigureStock``).
+
+    A blank is the whole figure but its name, title and lines.
+    """
+    return ("curves", look.name, by_time, log_y), partial(_blank_figure, look, by_time, log_y)
+
+
+def _blank_figure(look: Look, by_time: bool, log_y: bool) -> figure:
+    fig = figure(
+        **look.plot_size(260),
+        x_axis_type="datetime" if by_time else "linear",
+        y_axis_type="log" if log_y else "linear",
+        tools="pan,wheel_zoom,box_zoom,reset,save", **look.toolbar(),
+        # the canvas backend: WebGL without a GPU repaints far slower
+    )  # fmt: skip
+    fig.xaxis.axis_label = "time" if by_time else "step"
+    if not by_time:
+        fig.xaxis.formatter = step_ticks()
+    if not log_y:
+        steady_y_labels(fig)
+    return fig
 
 
 def _recolor(renderer: GlyphRenderer[Any], color: str) -> None:
