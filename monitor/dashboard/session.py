@@ -49,7 +49,6 @@ from monitor.dashboard.panels.base import Panel
 from monitor.dashboard.patches import OnePatch
 from monitor.dashboard.seats import Seat
 from monitor.hub import HubMessage
-from monitor.store.base import NotFoundError
 
 log = logging.getLogger(__name__)
 TICK_MS = 1000
@@ -225,39 +224,9 @@ class DashboardSession:
         c = self._context
         parts = panel.history if panel is not None else ALL
         self._ticket += 1
-        self._tickets[panel, run] = ticket = self._ticket
-        if panel is None:  # the series' names first: their charts are built while their points are read
-            names = c.executor.submit(c.store.scalar_names, run)
-            IOLoop.current().add_future(names, partial(self._names_ready, run, ticket))
+        self._tickets[panel, run] = self._ticket
         future = c.executor.submit(load_history, c.store, run, c.history_points, c.history_histograms, parts)
-        IOLoop.current().add_future(future, partial(self._history_ready, run, ticket, panel))
-
-    def _names_ready(self, run: str, ticket: int, future: Future[list[str]]) -> None:
-        if self._current(run, ticket, None):
-            self._doc.add_next_tick_callback(partial(self._expect, run, ticket, future))
-
-    def _expect(self, run: str, ticket: int, future: Future[list[str]]) -> None:
-        """Have the panels build what will draw a run's scalar series (``Panel.expect``) while its history is read.
-
-        Building ten charts took about 150 ms of the event loop after the
-        history was read (100-150 ms in the executor), and a page that asked
-        for its document meanwhile waited for both; now the two overlap. Not
-        done once the history is drawn, or for a run no longer wanted. A run
-        the store does not know yet has no names; one that cannot be read is
-        left to the history load, which logs it.
-        """
-        if not self._current(run, ticket, None):
-            return
-        try:
-            names = future.result()
-        except NotFoundError:
-            return
-        except Exception:
-            log.debug("could not read the series names of run %s ahead of its history", run, exc_info=True)
-            return
-        with self.patches.batched():
-            for panel in self.panels.all():
-                panel.expect(run, names)
+        IOLoop.current().add_future(future, partial(self._history_ready, run, self._ticket, panel))
 
     def _history_ready(self, run: str, ticket: int, panel: Panel | None, future: Future[RunHistory]) -> None:
         if self._current(run, ticket, panel):

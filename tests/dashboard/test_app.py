@@ -216,34 +216,6 @@ def test_a_run_dropped_from_a_comparison_while_its_history_loads_is_not_drawn(
     viewer.wait_text("legend:loss", "third · loss")
 
 
-def test_a_runs_charts_are_built_while_its_history_is_read(
-    server: ServerThread, viewers: Callable[..., Viewer], monitors: Callable[..., Monitor], monkeypatch: Any
-) -> None:
-    """The session reads the run's series names first and builds their charts while the points are read
-    (``DashboardSession._expect``); the page gets the charts, empty, then their history."""
-    monitor = monitors("early")
-    for step in range(20):
-        monitor.log({"loss": 1.0 / (step + 1), "accuracy": step / 20}, step=step)
-    monitor.finish(timeout=10)  # every point acknowledged: in the store
-    store = server.running.store
-    read = store.scalars
-    gate = threading.Event()
-
-    def held(*args: Any, **kwargs: Any) -> Any:
-        gate.wait(30)
-        return read(*args, **kwargs)
-
-    monkeypatch.setattr(store, "scalars", held)
-    try:
-        viewer = viewers(server.url + "/?run=early")
-        charts = "() => __find('chart:loss') !== null && __find('chart:accuracy') !== null"
-        viewer.wait(charts)  # fails before: no chart until the history was read
-        assert viewer.column("scalars:early:loss", "step") == []
-    finally:
-        gate.set()
-    assert viewer.wait_column_length("scalars:early:loss", "step", 20) == list(range(20))
-
-
 def test_the_address_names_the_runs_picked_so_a_reload_shows_them_again(
     server: ServerThread, viewers: Callable[..., Viewer], monitors: Callable[..., Monitor]
 ) -> None:

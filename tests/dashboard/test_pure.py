@@ -521,18 +521,3 @@ def test_the_weights_tab_opens_on_a_weight_and_lists_weights_before_gradients() 
     panel.update(Batch.of(histograms))
     assert list(panel.layer.options) == ["weights/classes/bias", "weights/conv1/kernel", "gradients/classes/bias"]
     assert panel.layer.value == "weights/classes/bias"
-
-
-def test_charts_expected_before_a_history_are_filled_by_it_not_built_again() -> None:
-    """``CurvesPanel.expect``: the charts of a run's series are built while its history is read, then filled."""
-    panel = CurvesPanel(look_for(False, dark=False), str)
-    panel.reset(["r"])
-    panel.expect("other", ["loss"])  # a run not shown: nothing built
-    assert panel._charts == {}
-    panel.expect("r", ["loss", "accuracy"])
-    loss = panel._charts["loss"]
-    assert set(panel._charts) == {"loss", "accuracy"}
-    assert len(panel._lines["r", "loss"].source.data["step"]) == 0
-    panel.load(_history("r"))
-    assert panel._charts["loss"] is loss
-    assert list(panel._lines["r", "loss"].source.data["step"]) == list(range(50))

@@ -53,13 +53,6 @@ class Panel:
         """
         return self.primary_only
 
-    def expect(self, run: str, names: Sequence[str]) -> None:
-        """The history of ``run``, being read, has scalar series ``names``: build what will draw them, if anything.
-
-        Called before that history's ``load`` when the names are read first
-        (not always: ``load`` must not depend on it).
-        """
-
     def load(self, history: RunHistory) -> None:
         """Draw one run's history (called after ``reset`` for each run shown)."""
 

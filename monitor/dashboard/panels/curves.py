@@ -175,14 +175,6 @@ class CurvesPanel(Panel):
         self._fit_flat()
         return True
 
-    def expect(self, run: str, names: Sequence[str]) -> None:
-        """Build the charts of a run's series, with empty lines, while its history is read (``load`` fills them)."""
-        if run not in self._runs:
-            return
-        for name in names:
-            self._line(run, name)
-        self._sync_layout()
-
     def load(self, history: RunHistory) -> None:
         for name, series in history.scalars.items():
             line = self._line(history.run, name)
