@@ -40,6 +40,7 @@ INSERT_CHUNK = (
     "INSERT INTO scalar_chunks (series_id, first_step, last_step, count, steps, wall, value)"
     " VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
+_NEWEST_CHUNK = "SELECT coalesce(max(id), 0) FROM scalar_chunks WHERE series_id = ?"
 _SELECT_CHUNKS = (
     "SELECT steps, wall, value FROM scalar_chunks"
     " WHERE series_id = ? AND last_step >= ? AND first_step <= ? ORDER BY id"
@@ -121,6 +122,15 @@ def _group(key: Array, steps: Array, ends: Array) -> Array:
 def _pieces(first: int, last: int) -> list[tuple[int, int]]:
     """[first, last) cut into runs of at most ``MAX_CHUNK_POINTS`` (none if empty)."""
     return [(a, min(a + MAX_CHUNK_POINTS, last)) for a in range(first, last, MAX_CHUNK_POINTS)]
+
+
+def newest_chunk(conn: sqlite3.Connection, sid: int) -> int:
+    """The id of series ``sid``'s newest chunk (0 if it has none): it changes whenever the series gains points.
+
+    Raises:
+        sqlite3.Error: the query failed.
+    """
+    return int(conn.execute(_NEWEST_CHUNK, (sid,)).fetchone()[0])
 
 
 def read_points(conn: sqlite3.Connection, sid: int, start: int | None, end: int | None) -> tuple[Array, Array, Array]:

@@ -29,7 +29,8 @@ from monitor.store.base import (
     StoreUnavailable,
 )
 from monitor.store.batch import StreamKey, load_streams
-from monitor.store.chunks import read_points
+from monitor.store.chunks import newest_chunk, read_points
+from monitor.store.decimated import DecimatedSeries
 from monitor.store.readers import ReaderPool
 from monitor.store.schema import SCHEMA, Database, open_writer
 from monitor.store.writer import Writer
@@ -99,6 +100,7 @@ class SQLiteStore:
         self._accepted: dict[StreamKey, int] = {}
         self._writer: Writer | None = None
         self._readers = ReaderPool(self._db)
+        self._decimated = DecimatedSeries()
         self._anchor = self._memory_anchor(self._db)
 
     @staticmethod
@@ -253,6 +255,9 @@ class SQLiteStore:
     ) -> ScalarSeries:
         """A series within [start, end] steps (inclusive), ordered by step.
 
+        A decimated read is kept and handed out again (copied) while the
+        series gains no chunk (``monitor.store.decimated``).
+
         With ``max_points`` and more points than that in range, the series is
         decimated with ``minmax_indices`` over the steps, never to more than
         ``max_points`` points: into ``(max_points - 2) // 2`` buckets if no
@@ -269,10 +274,19 @@ class SQLiteStore:
             raise ValueError(f"max_points must be at least 1 (or None for every point), got {max_points}")
         with self._readers.connection() as conn:
             sid = reads.series_id(conn, run, "scalar", name)
-            steps, wall, values = read_points(conn, sid, start, end)
-        if max_points is not None and len(steps) > max_points:
+            if max_points is None:
+                steps, wall, values = read_points(conn, sid, start, end)
+                return ScalarSeries(run=run, name=name, steps=steps, wall=wall, values=values)
+            key, newest = (sid, start, end, max_points), newest_chunk(conn, sid)
+            kept = self._decimated.get(key, newest)  # the same chunks as when decimated: the same points
+            if kept is None:
+                steps, wall, values = read_points(conn, sid, start, end)
+        if kept is not None:
+            return ScalarSeries(run, name, *kept)
+        if len(steps) > max_points:
             keep = _decimate(steps, values, max_points)
             steps, wall, values = steps[keep], wall[keep], values[keep]
+        self._decimated.put(key, newest, (steps, wall, values))
         return ScalarSeries(run=run, name=name, steps=steps, wall=wall, values=values)
 
     def histogram_names(self, run: str) -> list[str]:

@@ -12,6 +12,7 @@ import pytest
 
 from monitor.store import SQLiteStore, StoreUnavailable
 from monitor.store.chunks import MAX_CHUNK_POINTS, ChunkBuffer
+from monitor.store.decimated import DecimatedSeries
 from monitor.store.schema import SCHEMA_VERSION
 from monitor.wire import Hello, Predictions, Scalars
 
@@ -231,3 +232,37 @@ def test_a_file_of_another_schema_version_is_refused(db_path: Path) -> None:
             store.start(lambda run, stream, seq: None)
     finally:
         store.close()
+
+
+def test_a_decimated_read_is_kept_until_the_series_gains_points(store: SQLiteStore) -> None:
+    """``monitor.store.decimated``: the same chunks give the kept copy; a new chunk, a fresh decimation."""
+    feed = Feed(store)
+    feed.send(np.arange(1000), np.sin(np.arange(1000) / 50.0))
+    assert store.flush()
+    first = store.scalars(RUN, "loss", max_points=100)
+    kept = store._decimated
+    assert (kept.hits, kept.misses) == (0, 1)
+    first.values[:] = -1.0  # a reader's arrays are its own
+    again = store.scalars(RUN, "loss", max_points=100)
+    assert (kept.hits, kept.misses) == (1, 1)
+    assert np.array_equal(again.steps, first.steps) and not (again.values == -1.0).any()
+    assert len(store.scalars(RUN, "loss", 0, 500, max_points=100).steps) <= 100  # other arguments: their own
+    assert kept.misses == 2
+    feed.send([1000, 1001], [5.0, -5.0])
+    assert store.flush()
+    grown = store.scalars(RUN, "loss", max_points=100)
+    assert kept.misses == 3 and grown.steps[-1] == 1001 and grown.values.max() == 5.0
+    assert store.scalars(RUN, "loss").steps[-1] == 1001  # every point: never kept
+
+
+def test_decimations_kept_are_bounded_and_the_least_recent_goes_first() -> None:
+    kept = DecimatedSeries(max_entries=2)
+    points = (np.arange(3), np.zeros(3), np.ones(3))
+    kept.put("a", 1, points)
+    kept.put("b", 1, points)
+    assert kept.get("a", 1) is not None  # a is now the most recent
+    kept.put("c", 1, points)
+    assert len(kept) == 2 and kept.get("b", 1) is None and kept.get("a", 1) is not None
+    assert kept.get("a", 2) is None  # the series gained a chunk since
+    with pytest.raises(ValueError, match="max_entries"):
+        DecimatedSeries(max_entries=0)
