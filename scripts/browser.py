@@ -89,7 +89,9 @@ def open_dashboard(
     """Open ``url`` in a new browser context and wait until BokehJS has the document's roots.
 
     With ``context`` (a ``BrowserContext``, see ``launch_profile``) it opens
-    as a new tab of that context instead, and ``browser`` is not used.
+    as a new tab of that context instead, and ``browser`` is not used; the
+    init scripts are then added to that context (once per call), and
+    ``Tab.close`` would close the whole context: close such a tab's page.
     ``init_scripts`` run in the page before its own scripts, on every load.
 
     Returns:

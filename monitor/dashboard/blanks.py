@@ -5,12 +5,15 @@ title, toolbar and tools, about 30 models) took about 12 ms of the event
 loop to make, and a run of ten series opens ten charts: 120 ms of the 200
 that drawing the run took, while the page that asked for it waited for its
 document. A ``FigureStock`` keeps a few blank figures of each kind a panel
-has asked for, made while the loop has little else to do: once no figure
-has been taken for ``settle`` seconds (a page opening is the server's
-busiest moment), one per turn of the loop, up to ``keep`` of each kind. A
-blank figure belongs to no document, so any session can take it; once
-taken it is that session's alone. With none in stock, ``take`` makes one
-then and there, as before.
+has asked for: once no figure has been taken for ``settle`` seconds (a
+page opening is the server's busiest moment), it makes them one per turn
+of the loop, so whatever else is due (a flush, a request) goes between
+two; it does not otherwise look at how busy the loop is. It keeps up to
+``keep`` of a kind and ``most`` in all, the kinds taken most recently
+first: a kind asked for once (a chart with a log y scale) does not keep
+its figures, nor cost their making, for good. A blank figure belongs to no
+document, so any session can take it; once taken it is that session's
+alone. With none in stock, ``take`` makes one then and there, as before.
 
 Thread safety: the server's event loop only.
 """
@@ -29,6 +32,8 @@ log = logging.getLogger(__name__)
 
 KEEP = 12
 """Blank figures kept of each kind: the charts of a run of a dozen metric groups."""
+MOST = 24
+"""Blank figures kept in all (about 30 models each)."""
 SETTLE_SECONDS = 0.5
 """Figures are made only once none has been taken for this long."""
 
@@ -39,10 +44,13 @@ Make = Callable[[], Any]
 class FigureStock:
     """Blank figures by kind, taken by sessions and made again while the loop is free."""
 
-    def __init__(self, keep: int = KEEP, settle: float = SETTLE_SECONDS) -> None:
-        self._keep, self._settle = keep, settle
+    def __init__(self, keep: int = KEEP, settle: float = SETTLE_SECONDS, most: int = MOST) -> None:
+        self._keep, self._settle, self._most = keep, settle, most
         self._makers: dict[Hashable, Make] = {}
         self._made: dict[Hashable, list[Any]] = {}
+        self._asked: dict[Hashable, float] = {}
+        """When each kind was last taken (or first kept): the most recent are stocked first."""
+        self._broken: set[Hashable] = set()
         self._last_take = -math.inf
         self._timer: object | None = None
         self._loop: IOLoop | None = None
@@ -50,7 +58,7 @@ class FigureStock:
 
     def keep(self, kind: Hashable, make: Make) -> None:
         """Keep blank figures of ``kind``, made by ``make``, from now on. Call on the event loop."""
-        self._makers.setdefault(kind, make)
+        self._register(kind, make)
         self._schedule(self._settle)
 
     def take(self, kind: Hashable, make: Make) -> Any:
@@ -59,7 +67,7 @@ class FigureStock:
         ``make`` also makes the figures that replace it (the first ``make``
         given for a kind is the one kept). Raises what ``make`` raises.
         """
-        self._makers.setdefault(kind, make)
+        self._register(kind, make)
         self._last_take = time.monotonic()
         self._schedule(self._settle)
         made = self._made.get(kind)
@@ -77,6 +85,11 @@ class FigureStock:
         self._timer = None
         self._made.clear()
 
+    def _register(self, kind: Hashable, make: Make) -> None:
+        self._asked[kind] = time.monotonic()
+        if kind not in self._broken:
+            self._makers.setdefault(kind, make)
+
     def _schedule(self, delay: float) -> None:
         if self.closed or self._timer is not None:
             return
@@ -89,14 +102,21 @@ class FigureStock:
         if wait > 0:  # taken from since: a page is opening
             self._schedule(wait)
             return
-        kind = next((k for k in self._makers if self.held(k) < self._keep), None)
+        by_recency = sorted(self._makers, key=lambda k: self._asked.get(k, -math.inf), reverse=True)
+        kind = next((k for k in by_recency if self.held(k) < self._keep), None)
         if kind is None:
             return
+        if sum(map(self.held, by_recency)) >= self._most:  # full: make room from the least recent kind, if older
+            oldest = next((k for k in reversed(by_recency) if self.held(k) and k != kind), None)
+            if oldest is None or by_recency.index(oldest) < by_recency.index(kind):
+                return
+            self._made[oldest].pop()
         try:
             figure = self._makers[kind]()
         except Exception:
             log.exception("could not make a blank figure of kind %r; none is kept of that kind", kind)
             del self._makers[kind]
+            self._broken.add(kind)
         else:
             self._made.setdefault(kind, []).append(figure)
         self._schedule(0.0)  # the next one on a later turn: what arrived meanwhile goes first

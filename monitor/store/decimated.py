@@ -59,9 +59,15 @@ class DecimatedSeries:
         return points[0].copy(), points[1].copy(), points[2].copy()
 
     def put(self, key: Hashable, newest_chunk: int, points: Points) -> None:
-        """Keep a copy of ``points``, decimated when the series' newest chunk was ``newest_chunk``."""
+        """Keep a copy of ``points``, decimated when the series' newest chunk was ``newest_chunk``.
+
+        Not over a decimation of newer chunks (two readers of one series finishing out of order).
+        """
         kept = (points[0].copy(), points[1].copy(), points[2].copy())
         with self._lock:
+            known = self._entries.get(key)
+            if known is not None and known[0] > newest_chunk:  # a reader that started earlier finished later
+                return
             self._entries[key] = (newest_chunk, kept)
             self._entries.move_to_end(key)
             while len(self._entries) > self._max:

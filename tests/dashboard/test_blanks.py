@@ -8,11 +8,14 @@ import logging
 import time
 from typing import Any
 
+import numpy as np
 import pytest
 
+from monitor.dashboard.batch import Batch
 from monitor.dashboard.blanks import FigureStock
-from monitor.dashboard.panels.curves import blank_chart
+from monitor.dashboard.panels.curves import CurvesPanel, blank_chart
 from monitor.dashboard.theme import look_for
+from monitor.wire import Scalars
 
 SETTLE = 0.05
 
@@ -60,11 +63,11 @@ async def test_a_kind_first_taken_is_made_at_once_then_kept() -> None:
 
 
 async def test_nothing_is_made_while_figures_keep_being_taken() -> None:
-    stock = FigureStock(keep=2, settle=0.3)
+    stock = FigureStock(keep=2, settle=1.0)
     make = Maker()
-    for _ in range(5):  # a take every 0.1 s: never 0.3 s without one
+    for _ in range(5):  # a take every 0.05 s: never 1 s without one
         stock.take("c", make)
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.05)
         assert stock.held("c") == 0
     await wait_for(lambda: stock.held("c") == 2)
     stock.close()
@@ -96,7 +99,23 @@ async def test_a_kind_that_cannot_be_made_is_dropped_and_the_others_still_made(
         stock.keep("fine", make)
         await wait_for(lambda: stock.held("fine") == 2)
     assert stock.held("broken") == 0
-    assert "could not make a blank figure of kind 'broken'" in caplog.text
+    assert caplog.text.count("could not make a blank figure of kind 'broken'") == 1
+    with pytest.raises(RuntimeError):
+        stock.take("broken", broken)  # a take still makes its own, and says so
+    await asyncio.sleep(SETTLE * 3)
+    assert caplog.text.count("could not make a blank figure") == 1  # not tried again in the background
+    stock.close()
+
+
+async def test_the_stock_is_bounded_and_the_kinds_taken_last_come_first() -> None:
+    stock = FigureStock(keep=2, settle=SETTLE, most=3)
+    make = Maker()
+    stock.keep("old", make)
+    await wait_for(lambda: stock.held("old") == 2)
+    stock.take("new", make)  # a kind asked for since: it is filled first, from the old kind's share
+    await wait_for(lambda: stock.held("new") == 2)
+    await asyncio.sleep(SETTLE * 3)
+    assert (stock.held("new"), stock.held("old")) == (2, 1)
     stock.close()
 
 
@@ -107,3 +126,14 @@ def test_a_blank_chart_is_a_whole_figure_but_its_name_title_and_lines() -> None:
     assert one is not two and one.toolbar is not two.toolbar
     assert one.name is None and one.renderers == [] and type(one.y_scale).__name__ == "LogScale"
     assert one.toolbar_location is None and one.tags == ["toolbar-after-paint:above"]
+
+
+def test_a_chart_from_the_stock_keys_its_y_labels_by_its_own_name() -> None:
+    """``steady_y_labels`` remembers the widest label per chart name: set once the blank has its name."""
+    stock = FigureStock()
+    stock.closed = True  # taken here, made by nobody in the background
+    panel = CurvesPanel(look_for(False, dark=False), str, figures=stock)
+    panel.reset(["r"])
+    panel.update(Batch.of([Scalars("r", 1, ("loss", "accuracy"), np.arange(2), np.zeros(2), np.arange(2), np.ones(2))]))
+    keys = {chart.fig.name: chart.fig.yaxis[0].formatter.args["key"] for chart in panel._charts.values()}
+    assert keys == {"chart:loss": "chart:loss", "chart:accuracy": "chart:accuracy"}

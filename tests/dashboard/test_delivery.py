@@ -254,7 +254,7 @@ TOOLBAR_JS = """(name) => {
   if (!view || !view.el.isConnected) return null;
   const frame = view.frame.bbox;
   return {location: model.toolbar_location, inner: model.toolbar_inner, autohide: model.toolbar.autohide,
-          width: frame.width, height: frame.height};
+          shown: view.toolbar_panel != null, width: frame.width, height: frame.height};
 }"""
 """A chart's toolbar settings in the page, and the size of its frame (where it draws its lines)."""
 
@@ -271,13 +271,19 @@ def test_a_charts_toolbar_comes_after_its_first_paint_inside_the_chart(
     viewer.wait_column_length("scalars:tools:loss", "step", 5)
     dressed = viewer.wait("() => __find('chart:loss')?.toolbar_location === 'above'")
     assert dressed
-    after = viewer.page.evaluate(TOOLBAR_JS, "chart:loss")
+    after = viewer.wait(f"() => {{ const t = ({TOOLBAR_JS})('chart:loss'); return t && t.shown ? t : null }}")
     assert after["inner"] and after["autohide"], after
-    viewer.page.evaluate("() => { __find('chart:loss').setv({toolbar_location: null}, {sync: false}) }")
-    viewer.wait("() => __find('chart:loss')?.toolbar_location === null")
+    tags = viewer.page.evaluate("() => __find('chart:loss').tags")
+    # Untagged for a moment, or the page would give the toolbar back before it is measured without one.
+    viewer.page.evaluate("() => __find('chart:loss').setv({tags: [], toolbar_location: null}, {sync: false})")
+    viewer.wait(f"() => !({TOOLBAR_JS})('chart:loss').shown")
     viewer.page.evaluate("() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)))")
     bare = viewer.page.evaluate(TOOLBAR_JS, "chart:loss")
     assert (bare["width"], bare["height"]) == (after["width"], after["height"])  # the toolbar took no room
+    viewer.page.evaluate(
+        "(tags) => { const m = __find('chart:loss'); m.setv({tags}, {sync: false}); m.x_range.start -= 1 }", tags
+    )
+    viewer.wait("() => __find('chart:loss')?.toolbar_location === 'above'")  # taken away: given again on a paint
 
 
 BK_OVERRIDES_JS = """() => {

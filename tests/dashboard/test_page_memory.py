@@ -141,8 +141,10 @@ LIVE_CONNECTIONS_JS = """async () => {
     return live;
   };
   const frame = () => new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)));
+  // An idle moment too: plots get their toolbars (and its views) then (paint_fix.js change 12).
+  const idle = () => new Promise((resolve) => requestIdleCallback(resolve, { timeout: 3000 }));
   let last = -1;
-  for (let now = count(); now !== last; now = count()) { last = now; await frame(); }  // views built
+  for (let now = count(); now !== last; now = count()) { last = now; await frame(); await idle(); await frame(); }
   return last;
 }"""
 

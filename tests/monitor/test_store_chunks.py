@@ -264,5 +264,8 @@ def test_decimations_kept_are_bounded_and_the_least_recent_goes_first() -> None:
     kept.put("c", 1, points)
     assert len(kept) == 2 and kept.get("b", 1) is None and kept.get("a", 1) is not None
     assert kept.get("a", 2) is None  # the series gained a chunk since
+    kept.put("a", 3, points)
+    kept.put("a", 2, (np.arange(1), np.zeros(1), np.ones(1)))  # a slower reader of older chunks: not kept
+    assert kept.get("a", 3) is not None
     with pytest.raises(ValueError, match="max_entries"):
         DecimatedSeries(max_entries=0)

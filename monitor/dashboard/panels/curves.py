@@ -315,6 +315,8 @@ class CurvesPanel(Panel):
         fig = self._figures.take(kind, make) if self._figures is not None else make()
         fig.name = f"chart:{key}"
         fig.title = Title(text=PlainText(text=key))  # a metric's name as written: "$$x$$" is not TeX here
+        if self.y_scale.active == 0:
+            steady_y_labels(fig)  # after the name: the widest label is remembered per chart, by name
         colors = self._colors(lines)
         renderers = {(line.run, line.name): self._draw(line, colors) for line in lines}
         fig.renderers = [*fig.renderers, *(r for pair in renderers.values() for r in pair)]
@@ -435,7 +437,8 @@ class CurvesPanel(Panel):
 def blank_chart(look: Look, *, by_time: bool = False, log_y: bool = False) -> tuple[Hashable, Make]:
     """The kind of a chart's blank figure and what makes one (see ``FigureStock``).
 
-    A blank is the whole figure but its name, title and lines.
+    A blank is the whole figure but its name, title, lines and y labels
+    (``steady_y_labels`` keys them by the chart's name).
     """
     return ("curves", look.name, by_time, log_y), partial(_blank_figure, look, by_time, log_y)
 
@@ -451,8 +454,6 @@ def _blank_figure(look: Look, by_time: bool, log_y: bool) -> figure:
     fig.xaxis.axis_label = "time" if by_time else "step"
     if not by_time:
         fig.xaxis.formatter = step_ticks()
-    if not log_y:
-        steady_y_labels(fig)
     return fig
 
 

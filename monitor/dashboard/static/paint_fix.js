@@ -100,7 +100,8 @@
 //     its toolbar is put there when the page is next idle (at most
 //     TOOLBAR_WAIT_MS later), for the page alone: the server keeps none,
 //     which changes nothing it draws. The toolbar sits inside the plot and
-//     shows while the pointer is over it, so its coming moves nothing.
+//     shows while the pointer is over it, so its coming moves nothing. If
+//     this change is skipped, the dashboard's plots have no toolbar.
 //
 // Each change is skipped if the BokehJS on the page lacks what it replaces.
 (() => {
@@ -174,23 +175,31 @@
     });
   };
   // Change 12: plots tagged "toolbar-after-paint:<location>" get their toolbar there once they have
-  // painted, all of them in one idle moment of the page.
+  // painted, all of them in one idle moment of the page. A plot whose toolbar is taken away again (the
+  // server sent the plot whole) gets it again after its next paint.
   const TOOLBAR_TAG = "toolbar-after-paint:";
+  const when_idle = window.requestIdleCallback
+    ? (fn) => requestIdleCallback(fn, { timeout: TOOLBAR_WAIT_MS })
+    : (fn) => setTimeout(fn, 0);
   const toolbars_due = new Map(); // Plot model -> where its toolbar goes
-  const toolbars_asked = new WeakSet(); // Plot models whose toolbar has been due once
   const give_toolbars = () => {
-    for (const [model, where] of toolbars_due)
-      if (model.toolbar_location == null) model.setv({ toolbar_location: where }, { sync: false });
+    const due = Array.from(toolbars_due);
     toolbars_due.clear();
+    for (const [model, where] of due) {
+      try {
+        if (model.toolbar_location == null) model.setv({ toolbar_location: where }, { sync: false });
+      } catch (error) {
+        rethrow(error); // the other plots still get theirs
+      }
+    }
   };
   const toolbar_after_paint = (view) => {
     const model = view.model;
-    if (toolbars_asked.has(model) || model.toolbar_location != null) return;
+    if (model.toolbar_location != null || toolbars_due.has(model) || !Array.isArray(model.tags)) return;
     const tag = model.tags.find((t) => typeof t === "string" && t.startsWith(TOOLBAR_TAG));
     if (tag === undefined) return;
-    toolbars_asked.add(model);
     toolbars_due.set(model, tag.slice(TOOLBAR_TAG.length));
-    if (toolbars_due.size === 1) requestIdleCallback(give_toolbars, { timeout: TOOLBAR_WAIT_MS });
+    if (toolbars_due.size === 1) when_idle(give_toolbars);
   };
   const paint_some = async () => {
     // frame stays set while painting: a plot asking to paint meanwhile (a range fit does) waits its turn
@@ -223,7 +232,11 @@
   replace(plot, "paint", (paint) =>
     function (...args) {
       const result = paint.apply(this, args);
-      toolbar_after_paint(this);
+      try {
+        toolbar_after_paint(this);
+      } catch (error) {
+        rethrow(error); // never in the way of what BokehJS does after a paint
+      }
       return result;
     });
   const font_size = plot && Object.getOwnPropertyDescriptor(plot, "base_font_size");
