@@ -314,7 +314,9 @@ class CurvesPanel(Panel):
         kind, make = blank_chart(self._look, by_time=self.x_axis.active == 1, log_y=self.y_scale.active == 1)
         fig = self._figures.take(kind, make) if self._figures is not None else make()
         fig.name = f"chart:{key}"
-        fig.title = Title(text=PlainText(text=key))  # a metric's name as written: "$$x$$" is not TeX here
+        title = fig.title if isinstance(fig.title, Title) else Title()
+        title.text = PlainText(text=key)  # a metric's name as written: "$$x$$" is not TeX here
+        fig.title = title
         if self.y_scale.active == 0:
             steady_y_labels(fig)  # after the name: the widest label is remembered per chart, by name
         colors = self._colors(lines)
