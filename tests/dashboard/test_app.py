@@ -527,11 +527,18 @@ def test_weights_predictions_data_and_model_panels_show_pushed_values(
     viewer.wait("() => __find('data-feature-select').value === 'intensity'")
     assert sum(viewer.column("data-feature", "top") or []) == 50
     viewer.wait("() => __find('data-no-labels').visible")  # no labels: a note, not two empty frames
+    viewer.wait("() => __find('data-no-sample').visible")  # no sample: a note, not the last summary's points
+    assert viewer.column("data-scatter", "x") == []
     viewer.page.evaluate("() => { __find('data-summary-select').value = 'train' }")
-    viewer.wait("() => !__find('data-no-labels').visible")
+    viewer.wait("() => !__find('data-no-labels').visible && !__find('data-no-sample').visible")
+    assert sorted(viewer.column("data-scatter", "x") or []) == pytest.approx(sorted(features[:, 0]))  # all 200 rows
     viewer.show("Model")
     assert viewer.wait_column_length("model-nodes", "name", 2) == ["input", "dense"]
     assert viewer.column("model-nodes", "y") == [0.0, -1.0]
+    assert viewer.column("model-nodes", "detail") == ["(None, 2) · 0 params", "(None, 3) · 9 params"]
+    drawn = """() => [...Bokeh.documents[0].all_models].filter((m) => m.data_source?.name === 'model-nodes')
+      .map((r) => r.glyph.text?.field).filter(Boolean)"""
+    assert viewer.page.evaluate(drawn) == ["name", "type", "detail"]  # all four on the boxes, not only on hover
     viewer.wait_text("model-total", "9</b> parameters")
 
 

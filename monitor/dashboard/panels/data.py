@@ -40,6 +40,10 @@ NO_LABELS_TEXT = (
     "No class labels in this summary: a regression target, or no labels sent "
     "(<code>monitor.data_summary(x, labels=y)</code>)."
 )
+NO_SAMPLE_TEXT = (
+    "No sample rows in this summary to scatter: it was sent with <code>sample_size=0</code> "
+    "(<code>MonitorCallback</code> sends raw pixel values so)."
+)
 _PALETTE = list(Category10_10)
 
 
@@ -139,10 +143,15 @@ class DataPanel(Panel):
                 "right": floats(s.edges[i, 1:]),
                 "top": floats(s.counts[i]),
             }
+        has_sample = s.sample is not None and len(s.sample) > 0 and bool(s.sample_names)
+        self._scatter.visible = self.x.visible = self.y.visible = has_sample
+        self._no_sample.visible = not has_sample
         if s.sample is not None and self.x.value in s.sample_names and self.y.value in s.sample_names:
             xs, ys = s.sample[:, s.sample_names.index(self.x.value)], s.sample[:, s.sample_names.index(self.y.value)]
             labels = [str(int(v)) for v in s.sample_labels] if s.sample_labels is not None else ["0"] * len(xs)
             self.scatter.data = {"x": floats(xs), "y": floats(ys), "label": labels}
+        elif len(self.scatter.data["x"]):  # not the last summary's points under this one's name
+            self.scatter.data = {"x": floats([]), "y": floats([]), "label": []}
 
     def _build(self, look: Look) -> Any:
         h = round(260 * look.scale)
@@ -199,9 +208,12 @@ class DataPanel(Panel):
             alpha=0.6,
             color=factor_cmap("label", _PALETTE, [str(i) for i in range(10)]),
         )
+        self._scatter = scatter
+        self._no_sample = empty_state(look, "data-no-sample", NO_SAMPLE_TEXT)
+        self._no_sample.visible = False
         return column(
             row(self.summary, self.feature, self.x, self.y),
-            row(hist, bars, pie, self._no_labels, scatter, sizing_mode="stretch_width"),
+            row(hist, bars, pie, self._no_labels, scatter, self._no_sample, sizing_mode="stretch_width"),
             sizing_mode="stretch_width",
             visible=False,
         )

@@ -1,7 +1,7 @@
 """Model: the network's structure as a layered graph, and its parameter counts.
 
 Sources: ``model-nodes`` (x, y, name, type, shape, params per layer; drawn
-as labelled boxes with hover), ``model-edges`` (segments between layers)
+as boxes showing name, type, output shape and parameters, with hover), ``model-edges`` (segments between layers)
 and ``model-params`` (the parameter table). The layout comes from
 ``dag.layered_layout``; the graph is sent once per run.
 """
@@ -27,7 +27,7 @@ EMPTY_TEXT = (
     "No model graph yet: <code>MonitorCallback</code> sends it when training starts, "
     "or call <code>monitor.graph(nodes, edges)</code>."
 )
-_NODE_COLUMNS = ("x", "y", "name", "type", "shape", "params", "trainable")
+_NODE_COLUMNS = ("x", "y", "name", "type", "shape", "params", "trainable", "detail")
 
 
 class ModelPanel(Panel):
@@ -79,6 +79,7 @@ class ModelPanel(Panel):
             "x": floats([positions[n][0] for n in names]), "y": floats([positions[n][1] for n in names]),
             "name": names, "type": [n.type for n in graph.nodes], "shape": [n.output_shape for n in graph.nodes],
             "params": floats([n.params for n in graph.nodes]), "trainable": floats([n.trainable for n in graph.nodes]),
+            "detail": [_detail(n.output_shape, n.params) for n in graph.nodes],
         }  # fmt: skip
         pairs = [(positions[s], positions[d]) for s, d in graph.edges]
         self.edges.data = {
@@ -87,7 +88,7 @@ class ModelPanel(Panel):
         }  # fmt: skip
         total, trainable = sum(n.params for n in graph.nodes), sum(n.trainable for n in graph.nodes)
         self.total.text = f"<b>{len(names)}</b> layers · <b>{total:,}</b> parameters ({trainable:,} trainable)"
-        self._graph.height = max(300, 70 * (1 + int(-min((p[1] for p in positions.values()), default=0))))
+        self._graph.height = max(300, 90 * (1 + int(-min((p[1] for p in positions.values()), default=0))))
         self._empty.visible, self._body.visible = False, True
 
     def _graph_figure(self, look: Look) -> Any:
@@ -101,29 +102,28 @@ class ModelPanel(Panel):
             tooltips=tooltips,
         )
         fig.segment(x0="x0", y0="y0", x1="x1", y1="y1", source=self.edges, line_color=look.muted, line_width=2)
-        fig.rect(x="x", y="y", width=0.85, height=0.6, source=self.nodes, fill_color="#9ecae1", line_color="#3182bd")
-        fig.text(
-            x="x",
-            y="y",
-            text="name",
-            source=self.nodes,
-            text_align="center",
-            text_baseline="bottom",
-            text_font_size=look.px(11),
-            text_color="#08306b",
-        )
-        fig.text(
-            x="x",
-            y="y",
-            text="type",
-            source=self.nodes,
-            text_align="center",
-            text_baseline="top",
-            text_font_size=look.px(10),
-            text_color="#08519c",
-        )
+        fig.rect(x="x", y="y", width=0.85, height=0.7, source=self.nodes, fill_color="#9ecae1", line_color="#3182bd")
+        lines = (("name", 11, "#08306b", -1), ("type", 10, "#08519c", 0), ("detail", 10, "#08519c", 1))
+        for field, size, color, offset in lines:  # name, type, then output shape and parameters
+            fig.text(
+                x="x",
+                y="y",
+                text=field,
+                source=self.nodes,
+                text_align="center",
+                text_baseline="middle",
+                y_offset=round(offset * 15 * look.scale),
+                text_font_size=look.px(size),
+                text_color=color,
+            )
         fig.axis.visible, fig.grid.visible = False, False
         return fig
+
+
+def _detail(shape: str, params: int) -> str:
+    """A node's third line: its output shape and parameter count."""
+    count = f"{params:,} params"
+    return f"{shape} · {count}" if shape else count
 
 
 def _table_columns() -> list[TableColumn]:
