@@ -6,6 +6,7 @@ Every value is read back from the page's own Bokeh models
 
 from __future__ import annotations
 
+import itertools
 import re
 import threading
 import time
@@ -15,6 +16,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+import monitor.dashboard.session as session_module
+from monitor.wire import Scalars
 from producers.client import Monitor
 from tests.dashboard.conftest import FIND_JS, READY_JS, Viewer
 from tests.serving import ServerThread
@@ -241,30 +244,69 @@ def test_the_address_names_the_runs_picked_so_a_reload_shows_them_again(
 
 
 def test_history_and_live_meet_without_gap_or_duplicate(
-    server: ServerThread, viewers: Callable[..., Viewer], monitors: Callable[..., Monitor]
+    server: ServerThread,
+    viewers: Callable[..., Viewer],
+    monitors: Callable[..., Monitor],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    total = 1500
+    """A tab opened on a fast stream: a decimated history, then every live point after it, once.
+
+    The server's read executor is kept busy while the tab opens, so points
+    stream live into the session while its history read waits; those that
+    the read then finds stored must be dropped at the seam, the rest drawn.
+    """
+    total, opened_past = 4000, 2500  # over 2,000 points when the tab opens: a decimated history
+    seams: list[tuple[int, int, int | None]] = []
+    real = session_module.after_history
+
+    def watched(messages: list[Any], history: Any) -> list[Any]:  # the real seam, watched
+        kept = real(messages, history)
+        points = [sum(len(m.steps) for m in ms if isinstance(m, Scalars)) for ms in (messages, kept)]
+        seams.append((points[0], points[1], history.last_scalar_step("loss")))
+        return kept
+
+    monkeypatch.setattr(session_module, "after_history", watched)
     monitor = monitors("fast")
+    progress = [0]
     started = threading.Event()
 
     def produce() -> None:
         for step in range(total):
             monitor.log({"loss": float(step)}, step=step)
-            if step == 300:
+            progress[0] = step
+            if step == opened_past:
                 started.set()
             if step % 10 == 0:
                 threading.Event().wait(0.002)  # ~5,000 points/s, still streaming while the tab opens
 
     producer = threading.Thread(target=produce)
     producer.start()
+    gate = threading.Event()
     try:
         started.wait(10)
+        busy = [server.running.executor.submit(gate.wait, 30) for _ in range(4)]
+        opened_at = progress[0]
+        release = threading.Thread(
+            target=lambda: (wait_until(lambda: progress[0] >= opened_at + 300, what="live points"), gate.set())
+        )
+        release.start()
         viewer = viewers(server.url + "/?run=fast")
-        steps = viewer.wait_column_length("scalars:fast:loss", "step", total, timeout=30_000)
+        release.join()
+        assert all(f.result(10) for f in busy)
+        viewer.wait(f"() => __find('scalars:fast:loss')?.data.step.at(-1) === {total - 1}", timeout=30_000)
     finally:
+        gate.set()
         producer.join()
-    assert steps == list(range(total))
-    assert viewer.column("scalars:fast:loss", "value") == [float(s) for s in range(total)]
+    steps = [int(s) for s in viewer.column("scalars:fast:loss", "step") or []]
+    assert viewer.column("scalars:fast:loss", "value") == [float(s) for s in steps]
+    assert all(a < b for a, b in itertools.pairwise(steps)), "a step drawn twice or out of order"
+    [(buffered, kept, history_end)] = seams
+    assert history_end is not None and history_end >= opened_at + 300, "the read waited for live points"
+    assert buffered > kept, "no live point buffered during the read was already in the history"
+    seam = steps.index(history_end)
+    assert seam < 2100, "the history is decimated to about 2,000 points"
+    assert steps[seam:] == list(range(history_end, total)), "a gap after the history"
+    assert steps[0] == 0
 
 
 def test_a_tab_first_opened_while_streaming_continues_without_gap_or_duplicate(

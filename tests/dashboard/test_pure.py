@@ -174,7 +174,15 @@ def test_after_history_drops_overlap_per_series_and_keeps_the_rest() -> None:
 
 def _sources(panel: Panel) -> dict[str, dict[str, list[Any]]]:
     sources = [m for m in panel.layout.references() if isinstance(m, ColumnDataSource)]
-    return {str(m.name): {k: np.asarray(v).tolist() for k, v in m.data.items()} for m in sources}
+    return {str(m.name): {k: _comparable(v) for k, v in m.data.items()} for m in sources}
+
+
+def _comparable(column: Any) -> Any:
+    """A column as lists, NaN as None (NaN != NaN: the heatmap's unfilled columns)."""
+    array = np.asarray(column)
+    if array.dtype.kind == "f":
+        return np.where(np.isnan(array), None, array).tolist()
+    return array.tolist()
 
 
 def test_a_panel_built_late_reads_only_the_parts_of_the_history_it_draws(tmp_path: Path) -> None:

@@ -2,10 +2,11 @@
 
 Sources: ``weights-current`` (quad: left, right, top; patched in place when
 the bins keep their count), ``weights-bands`` (step and the percentile
-columns of ``percentiles.BAND_COLUMNS``; streamed with rollover) and
-``weights-heatmap`` (one step x bin ``image``, resampled onto a common grid)
-and ``weights-norm`` / ``weights-ratio`` (step, value: the chosen tensor's
-norm and update ratio, when sent; see ``tensor_scalars``).
+columns of ``percentiles.BAND_COLUMNS``; streamed with rollover),
+``weights-heatmap`` (one step x bin ``image``, resampled onto a common grid,
+a live histogram patched in as one column: see ``heatmap.StepHeatmap``) and
+``weights-norm`` / ``weights-ratio`` (step, value: the chosen tensor's norm
+and update ratio, when sent; see ``tensor_scalars``).
 Every tensor's recent histograms and norms are kept in memory so switching
 the layer picker needs no store read.
 """
@@ -25,14 +26,17 @@ from bokeh.plotting import figure
 
 from monitor.dashboard.axes import step_ticks, value_ticks
 from monitor.dashboard.batch import Batch
+from monitor.dashboard.heatmap import StepHeatmap
 from monitor.dashboard.history import Parts, RunHistory
 from monitor.dashboard.panels.base import LOADING_TEXT, Panel, Strip, empty_html, empty_state, floats
-from monitor.dashboard.percentiles import BAND_COLUMNS, histogram_percentiles, resample_counts
+from monitor.dashboard.percentiles import BAND_COLUMNS, histogram_percentiles
 from monitor.dashboard.theme import Look
 from monitor.wire import Histogram, Scalars
 
 KEEP = 200
-"""Histograms kept per tensor (and steps in the heatmap)."""
+"""Histograms kept per tensor (and drawn when the heatmap is drawn whole)."""
+HEATMAP_COLUMNS = KEEP + KEEP // 4
+"""Heatmap columns: after a whole draw of ``KEEP``, this many less are patched in before the next."""
 BAND_ROLLOVER = 2000
 GRID_BINS = 64
 NORM_KEEP = 2000
@@ -67,7 +71,8 @@ class WeightsPanel(Panel):
         self.layer.on_change("value", lambda _a, _o, _n: self._redraw())
         self.current = ColumnDataSource(data=_bins([], []), name="weights-current")
         self.bands = ColumnDataSource(data={c: floats([]) for c in ("step", *BAND_COLUMNS)}, name="weights-bands")
-        self.heatmap = ColumnDataSource(data=_image(np.zeros((1, 1)), 0, 1, 0, 1), name="weights-heatmap")
+        self.heatmap = ColumnDataSource(name="weights-heatmap")
+        self._heat = StepHeatmap(self.heatmap, GRID_BINS, KEEP, HEATMAP_COLUMNS)
         self.norm = ColumnDataSource(data=_points([]), name="weights-norm")
         self.ratio = ColumnDataSource(data=_points([]), name="weights-ratio")
         self._look = look
@@ -170,7 +175,11 @@ class WeightsPanel(Panel):
         elif chosen and live:
             self._show_current(chosen[-1])
             self.bands.stream(_band_columns(chosen), rollover=BAND_ROLLOVER)
-            self._draw_heatmap()
+            kept = self._kept[self.layer.value]
+            if len(chosen) == 1:
+                self._heat.add(chosen[0], kept)
+            else:
+                self._heat.draw(kept)
         elif chosen:
             self._redraw()
 
@@ -183,7 +192,7 @@ class WeightsPanel(Panel):
             self._show_current(kept[-1])
         else:
             self.current.data = _bins([], [])
-        self._draw_heatmap()
+        self._heat.draw(kept)
         self._show_norms()
 
     def _show_current(self, histogram: Histogram) -> None:
@@ -193,19 +202,6 @@ class WeightsPanel(Panel):
             self.current.patch({k: [(slice(0, n), v)] for k, v in data.items()})
         else:
             self.current.data = data
-
-    def _draw_heatmap(self) -> None:
-        kept = list(self._kept.get(self.layer.value, ()))
-        if not kept:
-            self.heatmap.data = _image(np.zeros((1, 1)), 0, 1, 0, 1)
-            return
-        low = min(float(h.edges[0]) for h in kept)
-        high = max(float(h.edges[-1]) for h in kept)
-        high = high if high > low else low + 1.0
-        grid = np.linspace(low, high, GRID_BINS + 1)
-        image = np.stack([resample_counts(h.edges, h.counts, grid) for h in kept], axis=1)
-        first, last = kept[0].step, kept[-1].step
-        self.heatmap.data = _image(image, first, max(last - first, 1), low, high - low)
 
     def _current_figure(self, look: Look) -> figure:
         fig = figure(
@@ -231,7 +227,8 @@ class WeightsPanel(Panel):
         fig.xaxis.formatter, fig.yaxis.formatter = step_ticks(), value_ticks()
         for (low, high), alpha in zip((("p0", "p100"), ("p7", "p93"), ("p16", "p84")), (0.15, 0.25, 0.35), strict=True):
             fig.varea(x="step", y1=low, y2=high, source=self.bands, alpha=alpha)
-        fig.line(x="step", y="p50", source=self.bands, line_width=2)
+        median = fig.line(x="step", y="p50", source=self.bands, line_width=2)
+        self._steps.renderers = [median]  # not the heatmap's unfilled columns, right of its last step
         return fig
 
     def _heatmap_figure(self, look: Look) -> figure:
@@ -243,7 +240,7 @@ class WeightsPanel(Panel):
             tools="pan,wheel_zoom,reset",
         )
         fig.xaxis.formatter, fig.yaxis.formatter = step_ticks(), value_ticks()
-        mapper = LinearColorMapper(palette=Viridis256)
+        mapper = LinearColorMapper(palette=Viridis256, nan_color=(0, 0, 0, 0))  # unfilled columns: none
         fig.image(image="image", x="x", y="y", dw="dw", dh="dh", source=self.heatmap, color_mapper=mapper)  # type: ignore[call-arg]
         return fig
 
@@ -303,7 +300,3 @@ def _band_columns(histograms: list[Histogram]) -> dict[str, Any]:
     columns: dict[str, Any] = {"step": floats([h.step for h in histograms])}
     columns.update({name: floats(rows[:, i]) for i, name in enumerate(BAND_COLUMNS)})
     return columns
-
-
-def _image(image: Any, x: float, dw: float, y: float, dh: float) -> dict[str, Any]:
-    return {"image": [np.asarray(image, dtype=np.float32)], "x": [x], "y": [y], "dw": [dw], "dh": [dh]}
