@@ -90,6 +90,18 @@ def test_runs_calls_a_run_stale_by_the_servers_setting(
         assert main(["runs", "--store", str(store)]) == 0
 
 
+def test_serve_kiosk_serves_the_lab_screen_view_by_default(tmp_path: Path) -> None:
+    def page(url: str) -> str:
+        with urllib.request.urlopen(url, timeout=30) as reply:
+            return str(reply.read().decode())
+
+    with serving("--store", str(tmp_path / "k.sqlite"), "--kiosk") as url:
+        assert '"kiosk": true' in page(url + "/")
+        assert '"kiosk": false' in page(url + "/?kiosk=0")  # a desk view is one argument away
+    with serving("--store", str(tmp_path / "k.sqlite")) as url:
+        assert '"kiosk": false' in page(url + "/")
+
+
 def test_export_json_and_unknown_run(served: tuple[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
     url, store = served
     http(url + "/api/ingest", {"run": "j", "step": 0, "metrics": {"acc": 0.5}})
