@@ -41,8 +41,8 @@ NO_LABELS_TEXT = (
     "(<code>monitor.data_summary(x, labels=y)</code>)."
 )
 NO_SAMPLE_TEXT = (
-    "No sample rows in this summary to scatter: it was sent with <code>sample_size=0</code> "
-    "(<code>MonitorCallback</code> sends raw pixel values so)."
+    "No sample rows in this summary to scatter: it was sent with "
+    "<code>monitor.data_summary(x, sample_size=0)</code>, as <code>MonitorCallback</code> sends raw pixel values."
 )
 _PALETTE = list(Category10_10)
 
