@@ -20,8 +20,9 @@ time the renderer waited for a CPU) as a share of the wall time, and the median 
 
 Latency, Python viewer: the same two rates to one viewer (see fan-out), which leaves out the browser's work.
 
-TensorBoard: ``tf.summary.scalar`` + ``flush()`` at 10 updates/s into a log directory that ``tensorboard
---logdir`` serves with its defaults (5 s reload interval; 1,000 scalar samples kept, more than are written); a
+TensorBoard: the same two rates, each a ``tf.summary.scalar`` per metric + ``flush()`` per update, into a log
+directory that ``tensorboard --logdir`` serves with its defaults (5 s reload interval; 1,000 scalar samples kept
+per tag, so at most 900 updates are written per rate: beyond that TensorBoard drops samples by design); a
 poller GETs ``/data/plugin/scalars/scalars?run=..&tag=..`` every 20 ms and stamps when each step first shows.
 
 Fan-out: 1, 10 and 50 viewers at 10 updates/s, each count on a fresh server. A viewer is a ``bokeh.client``
@@ -217,6 +218,10 @@ def _note_arrival(arrivals: dict[float, float], message: Any) -> None:
             arrivals.setdefault(sent, arrived)  # a reloaded page may get a probe again: its first arrival counts
 
 
+TB_MAX_UPDATES = 900
+"""Updates written to TensorBoard per rate: under the 1,000 samples per tag it keeps by default."""
+
+
 def tensorboard_scalars(port: int, tag: str) -> list[list[float]]:
     """``[wall_time, step, value]`` rows of run ``bench``, or [] while TensorBoard has not loaded the tag."""
     query = urllib.parse.urlencode({"run": "bench", "tag": tag})
@@ -237,24 +242,27 @@ def _poll_first_seen(port: int, seen: dict[int, float], stop: threading.Event) -
         stop.wait(TB_POLL_SECONDS)
 
 
-def tensorboard_case(tmp: Path, updates: int) -> Result:
-    """Time ``tf.summary.scalar`` + ``flush()`` until TensorBoard's HTTP API lists the step."""
+def tensorboard_case(tmp: Path, rate: Rate) -> Result:
+    """Time ``tf.summary.scalar`` (the probe and the rate's fillers) + ``flush()`` until TensorBoard lists the step."""
     import tensorflow as tf
 
-    writer = tf.summary.create_file_writer(str(tmp / "tb" / "bench"))
+    logdir = tmp / f"tb-{rate.calls_per_second:g}x{rate.points_per_call}"
+    writer = tf.summary.create_file_writer(str(logdir / "bench"))
+    updates = min(rate.updates, TB_MAX_UPDATES)
 
     def write(step: int) -> float:
-        sent = time.time()
+        metrics = probe_metrics(rate.points_per_call, step)
         with writer.as_default():
-            tf.summary.scalar(PROBE, sent, step=step)
+            for name, value in metrics.items():
+                tf.summary.scalar(name, value, step=step)
         writer.flush()
-        return sent
+        return metrics[PROBE]
 
     write(0)
     with socket.socket() as free:
         free.bind(("127.0.0.1", 0))
         port = int(free.getsockname()[1])
-    argv = [str(Path(sys.executable).with_name("tensorboard")), "--logdir", str(tmp / "tb"), "--port", str(port)]
+    argv = [str(Path(sys.executable).with_name("tensorboard")), "--logdir", str(logdir), "--port", str(port)]
     with (tmp / "tensorboard.log").open("wb") as log:
         board = subprocess.Popen([*argv, "--host", "127.0.0.1"], stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
     seen: dict[int, float] = {}
@@ -264,7 +272,7 @@ def tensorboard_case(tmp: Path, updates: int) -> Result:
         while not tensorboard_scalars(port, PROBE) and time.monotonic() < deadline:
             time.sleep(0.1)
         threading.Thread(target=_poll_first_seen, args=(port, seen, stop), daemon=True).start()
-        sent = {i + 1: write(i + 1) for i in paced(updates, 10.0)}
+        sent = {i + 1: write(i + 1) for i in paced(updates, rate.calls_per_second)}
         deadline = time.monotonic() + 30
         while len(seen) < updates + 1 and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -278,7 +286,7 @@ def tensorboard_case(tmp: Path, updates: int) -> Result:
             board.wait()
         writer.close()
     latencies = [(seen[step] - at) * 1000.0 for step, at in sent.items() if step in seen]
-    label = "TensorBoard: tf.summary.scalar + flush, 10 updates/s, polled every 20 ms"
+    label = f"TensorBoard: tf.summary.scalar + flush, {rate.label}, polled every 20 ms"
     return Result(label, updates, latencies, "", drift_note(latencies))
 
 
@@ -488,8 +496,9 @@ def main(argv: list[str] | None = None) -> int:
         if "browser" not in args.skip:
             results += run_browser_cases(tmp, rates(args.quick), args.flush_interval)
         if "tensorboard" not in args.skip:
-            progress("TensorBoard")
-            results.append(tensorboard_case(tmp, 50 if args.quick else 600))
+            for rate in rates(args.quick):
+                progress(f"TensorBoard, {rate.label}")
+                results.append(tensorboard_case(tmp, rate))
         if results:
             print_latency(results, args.flush_interval)
         if "fanout" not in args.skip:
