@@ -1,4 +1,4 @@
-"""The ``labscreen`` command: ``serve``, ``runs``, ``export``.
+"""The ``labscreen`` command: ``serve``, ``runs``, ``export``, ``import-tb``.
 
 ``main(argv) -> int`` parses, resolves a frozen ``ServerConfig`` (flag >
 ``LABSCREEN_*`` environment > default) and runs the subcommand; ``serve``
@@ -67,6 +67,16 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=("csv", "json"), default="csv")
     export.add_argument("--out", help="file to write (default stdout)")
     export.add_argument("--store", help="SQLite file (default: the server's default store)")
+    tb = sub.add_parser(
+        "import-tb",
+        help="import TensorBoard logs (scalars and histograms) as finished runs",
+        description="Import every run directory under LOGDIR (each directory with *tfevents* files) as a finished "
+        "run: scalars and histograms, written by TensorFlow, Keras or PyTorch's SummaryWriter. Images, audio, text "
+        "and graphs are not imported. Importing the same directory again adds nothing. Needs the tensorboard package.",
+    )
+    tb.add_argument("logdir", help="TensorBoard log directory")
+    tb.add_argument("--project", help="project of the imported runs (default: the log directory's name)")
+    tb.add_argument("--store", help="SQLite file (default: the server's default store; created if missing)")
     return parser
 
 
@@ -105,8 +115,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args)
         if args.command == "runs":
             return _runs(args)
+        if args.command == "import-tb":
+            return _import_tb(args)
         return _export(args)
-    except (NotFoundError, ValueError, StoreError, OSError) as exc:
+    except (NotFoundError, ValueError, StoreError, OSError, ImportError) as exc:
         print(f"labscreen: {exc}", file=sys.stderr)
         return 2
 
@@ -193,6 +205,23 @@ def _export(args: argparse.Namespace) -> int:
             out.write(text)
     else:
         sys.stdout.write(text)
+    return 0
+
+
+def _import_tb(args: argparse.Namespace) -> int:
+    from monitor.tb_import import import_logdir
+
+    path = args.store or ServerConfig.resolve().store or default_store_path()
+    if path != ":memory:" and not Path(path).parent.is_dir():
+        Path(path).parent.mkdir(parents=True)
+    reports = import_logdir(path, args.logdir, project=args.project)
+    print(f"{'RUN ID':<24} {'SCALARS':>9} {'HISTOGRAMS':>10}  NAME")
+    for report in reports:
+        note = " (imported before: nothing new)" if report.already else ""
+        print(f"{report.run:<24} {report.scalars:>9} {report.histograms:>10}  {report.name}{note}")
+        for tag, what in sorted(report.skipped.items()):
+            print(f"{'':<24} not imported: {tag}: {what}")
+    print(f"into {path}")
     return 0
 
 
