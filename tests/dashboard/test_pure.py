@@ -27,6 +27,7 @@ from monitor.dashboard.history import ALL, RunHistory, after_history, load_histo
 from monitor.dashboard.panels.base import LOADING_TEXT, Panel
 from monitor.dashboard.panels.curves import FLAT_SPAN, ROLLOVER, CurvesPanel
 from monitor.dashboard.panels.data import DataPanel
+from monitor.dashboard.panels.header import format_age
 from monitor.dashboard.panels.model import ModelPanel
 from monitor.dashboard.panels.predictions import PredictionsPanel
 from monitor.dashboard.panels.weights import WeightsPanel
@@ -529,3 +530,8 @@ def test_the_weights_tab_opens_on_a_weight_and_lists_weights_before_gradients() 
     panel.update(Batch.of(histograms))
     assert list(panel.layer.options) == ["weights/classes/bias", "weights/conv1/kernel", "gradients/classes/bias"]
     assert panel.layer.value == "weights/classes/bias"
+
+
+def test_ages_read_in_the_largest_units_that_fit() -> None:
+    ages = [None, 3, 245, 7_800, 47 * 3600 + 59 * 60, 2 * 86400, 1111 * 86400 + 7 * 3600 + 59]
+    assert [format_age(a) for a in ages] == ["-", "3s", "4m 05s", "2h 10m", "47h 59m", "2d 00h", "1111d 07h"]

@@ -51,7 +51,7 @@ NO_RUNS_TEXT = (
 
 
 def format_age(seconds: float | None) -> str:
-    """``"3s"``, ``"4m 05s"``, ``"2h 10m"``; ``"-"`` when unknown."""
+    """``"3s"``, ``"4m 05s"``, ``"2h 10m"``, from two days ``"3d 04h"``; ``"-"`` when unknown."""
     if seconds is None:
         return "-"
     s = max(0, int(seconds))
@@ -59,7 +59,9 @@ def format_age(seconds: float | None) -> str:
         return f"{s}s"
     if s < 3600:
         return f"{s // 60}m {s % 60:02d}s"
-    return f"{s // 3600}h {s % 3600 // 60:02d}m"
+    if s < 2 * 86400:
+        return f"{s // 3600}h {s % 3600 // 60:02d}m"
+    return f"{s // 86400}d {s % 86400 // 3600:02d}h"  # a finished or imported run: not "26671h 07m"
 
 
 def total_steps(config: dict[str, Any]) -> int | None:
