@@ -4,24 +4,35 @@ Every directory under the log directory that holds ``*tfevents*`` files is
 one TensorBoard run, and becomes one labscreen run: named by its path under
 the log directory (``train``, ``validation``, ``lr-3e-4/train``), in a
 project named after the log directory, finished, started and ended at its
-first and last event's wall time. Its run id comes from the directory's
-absolute path, so importing the same directory again adds nothing (every
-record goes in with the sequence number it had the first time, and the
-store ignores a sequence number it has), and an interrupted import picks up
-where it stopped.
+first and last record's wall time (the store's clock is set to each
+record's time as it is written).
 
-What is imported: scalars, as TF1 (``simple_value``, also what PyTorch's
-``SummaryWriter`` writes) and as TF2 (``tf.summary.scalar``, Keras's
-``TensorBoard`` callback) write them; histograms, as TF1 ``HistogramProto``
-and TF2 ``[left, right, count]`` tensors. Everything else (images, audio,
-text, graphs, other plugins' tensors) is not, and is counted by tag in the
-report. A histogram with no values is skipped; one whose buckets all have
-zero width (every value the same) becomes one bin one unit wide around it.
+What is imported: scalars and histograms, as TF1 writes them (``simple_value``
+and ``HistogramProto``; also what PyTorch's ``SummaryWriter`` writes) and as
+TF2 does (``tf.summary``, Keras's ``TensorBoard`` callback). The files are
+read one event at a time with TensorBoard's own loader, which turns the TF1
+forms into TF2's; a scalar point costs 24 bytes of memory until it is
+written. Everything else (images, audio, text, graphs, other plugins'
+tensors) is not imported, and is named in the report. A histogram with no
+values, or with non-finite bucket edges or counts, is skipped and named;
+a zero-width bucket (TF's buckets are ``[left, right)``, so a maximum on a
+bucket limit makes one) is merged into its neighbour; a histogram whose
+buckets all have zero width (every value the same) becomes one bin one unit
+wide around the value. A histogram's mean and standard deviation are
+estimated from its bins: TF2's form keeps no sums.
 
-Reading event files needs the ``tensorboard`` package (TensorFlow installs
-it; ``pip install tensorboard`` otherwise). The store is written directly,
-with or without a server running on it (SQLite in WAL mode with a busy
-timeout); a running server lists the runs on its next refresh.
+Importing again: the run id comes from the directory's absolute path, and
+a series' records at or below the last step the store already has for it
+are taken as imported. So importing an unchanged directory again adds
+nothing, a log that grew since (a run still training) gets its new records,
+and an interrupted import finishes. Steps that go back within a series (a
+restart from a checkpoint) are imported as they are the first time, and on
+a later import only records above the series' last step are added.
+
+Reading event files needs the ``tensorboard`` package (``pip install
+'labscreen[tensorboard]'``; TensorFlow installs it too). The store is written
+directly, with or without a server running on it (SQLite in WAL mode with a
+busy timeout); a running server lists the runs on its next refresh.
 """
 
 from __future__ import annotations
@@ -30,6 +41,9 @@ import hashlib
 import logging
 import math
 import os
+import sys
+import types
+from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +51,7 @@ from typing import Any
 
 import numpy as np
 
+from monitor.store.base import NotFoundError, StoreUnavailable
 from monitor.store.sqlite import SQLiteStore
 from monitor.wire import Event, Finish, Hello, Histogram, Scalars
 
@@ -47,6 +62,7 @@ CHUNK = 10_000
 """Most points of one scalar tag in one stored message."""
 FLUSH_EVERY = 200
 """Messages queued before the import waits for the store's writer."""
+FLUSH_TIMEOUT = 300.0
 Array = np.ndarray[Any, Any]
 
 
@@ -58,12 +74,12 @@ class ImportReport:
     run: str
     name: str
     scalars: int = 0
-    """Scalar points."""
+    """Scalar points written by this import."""
     histograms: int = 0
     skipped: dict[str, str] = field(default_factory=dict)
     """Tags not imported (or not all of their records), and what they hold: ``"images"``, ``"2 empty histograms"``."""
     already: bool = False
-    """Every record was in the store already (imported before)."""
+    """Nothing new: every record was in the store already."""
 
 
 @dataclass(frozen=True)
@@ -73,30 +89,39 @@ class _Hist:
     wall: float
     edges: Array
     counts: Array
-    mean: float | None
-    """None: TF2 keeps no sums; estimated from the bins."""
-    std: float | None
+    low: float
+    """The smallest value (an edge, unless every value was the same)."""
+    high: float
+
+
+@dataclass
+class _Series:
+    steps: array[int] = field(default_factory=lambda: array("q"))
+    walls: array[float] = field(default_factory=lambda: array("d"))
+    values: array[float] = field(default_factory=lambda: array("d"))
 
 
 @dataclass
 class _Run:
-    scalars: dict[str, list[tuple[int, float, float]]] = field(default_factory=dict)
+    scalars: dict[str, _Series] = field(default_factory=dict)
     histograms: list[_Hist] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
     _counts: dict[tuple[str, str], int] = field(default_factory=dict)
 
-    def skip(self, tag: str, what: str, records: int | None = 1) -> None:
-        """Note records of ``tag`` not imported (``records`` None: not counted)."""
-        if records is None:
+    def add_scalar(self, tag: str, step: int, wall: float, value: float) -> None:
+        series = self.scalars.setdefault(tag, _Series())
+        series.steps.append(step)
+        series.walls.append(wall)
+        series.values.append(value)
+
+    def skip(self, tag: str, what: str, counted: bool = True) -> None:
+        """Note a record of ``tag`` not imported (``counted`` False: say only what the tag holds)."""
+        if not counted:
             self.skipped[tag] = what
             return
         key = (tag, what)
-        self._counts[key] = self._counts.get(key, 0) + records
+        self._counts[key] = self._counts.get(key, 0) + 1
         self.skipped[tag] = f"{self._counts[key]} {what}"
-
-    def walls(self) -> list[float]:
-        points = [w for series in self.scalars.values() for _, w, _ in series]
-        return points + [h.wall for h in self.histograms]
 
 
 class _Clock:
@@ -123,10 +148,13 @@ def run_id(directory: Path) -> str:
 def import_logdir(store_path: str, logdir: str | os.PathLike[str], project: str | None = None) -> list[ImportReport]:
     """Import every TensorBoard run under ``logdir`` into the store at ``store_path``.
 
+    The store file (and its directory) is created if missing.
+
     Raises:
-        ImportError: the ``tensorboard`` package is not installed.
+        ImportError: the ``tensorboard`` package is not installed (nothing written).
         FileNotFoundError: ``logdir`` is not a directory, or holds no event files.
-        monitor.store.StoreUnavailable: the store cannot be opened or written.
+        monitor.store.StoreUnavailable: the store cannot be opened or written; what was
+            committed stays, and importing again finishes the job.
     """
     root = Path(logdir)
     if not root.is_dir():
@@ -135,6 +163,8 @@ def import_logdir(store_path: str, logdir: str | os.PathLike[str], project: str 
     if not directories:
         raise FileNotFoundError(f"no TensorBoard event files (*tfevents*) under {root}")
     read = _reader()
+    if store_path != ":memory:":
+        Path(store_path).parent.mkdir(parents=True, exist_ok=True)
     clock = _Clock()
     store = SQLiteStore(store_path, clock=clock)
     store.start(lambda _run, _stream, _seq: None)
@@ -144,8 +174,7 @@ def import_logdir(store_path: str, logdir: str | os.PathLike[str], project: str 
             relative = directory.relative_to(root).as_posix()
             name = root.resolve().name if relative == "." else relative
             report = ImportReport(str(directory), run_id(directory), name)
-            content = read(directory)
-            _write(store, clock, report, content, project or root.resolve().name)
+            _write(store, clock, report, read(directory), project or root.resolve().name)
             reports.append(report)
             log.info("imported %s as run %s (%s)", directory, report.run, report.name)
         return reports
@@ -155,152 +184,177 @@ def import_logdir(store_path: str, logdir: str | os.PathLike[str], project: str 
 
 def _write(store: SQLiteStore, clock: _Clock, report: ImportReport, content: _Run, project: str) -> None:
     report.skipped = dict(content.skipped)
-    walls = content.walls()
-    if not walls:
+    done, finished = _imported(store, report.run)
+    new = _new_records(content, done)
+    if not new.scalars and not new.histograms and (finished or not done):
+        report.already = bool(done)  # else the logs hold nothing to import
         return
-    messages = list(_messages(report, content))
-    if store.committed_seq(report.run, STREAM) >= len(messages):
-        report.already = True  # no Hello either: it would mark the finished run running again
-        return
-    clock.now = min(walls)
+    walls = [float(w.min()) for _, w, _ in new.scalars.values()] + [h.wall for h in new.histograms]
+    clock.now = min(walls) if walls else max(w for _, w in done.values())  # else only the finish was missing
     config = {"imported_from": report.directory}
     store.open_stream(Hello(run=report.run, stream=STREAM, name=report.name, project=project,
                             config=config, framework="tensorboard"))  # fmt: skip
-    store.flush(timeout=120)  # committed at the first record's time: the run's start
-    for number, (wall, make) in enumerate(messages, start=1):
+    _flush(store)  # committed at the first record's time: the run's start
+    seq = store.committed_seq(report.run, STREAM)
+    for number, (wall, make) in enumerate(_messages(report, new, clock.now), start=seq + 1):
         clock.now = max(clock.now, wall)
-        store.submit(STREAM, make(number))  # False for a record an interrupted import already wrote
+        store.submit(STREAM, make(number))
+        seq = number
         if number % FLUSH_EVERY == 0:
-            store.flush(timeout=120)
-    store.flush(timeout=120)
+            _flush(store)
+    _flush(store)
+    if store.committed_seq(report.run, STREAM) != seq:
+        raise StoreUnavailable(f"run {report.run}: the store did not commit every record; import again to finish")
 
 
-def _messages(report: ImportReport, content: _Run) -> Iterator[tuple[float, Callable[[int], Any]]]:
+def _flush(store: SQLiteStore) -> None:
+    if not store.flush(timeout=FLUSH_TIMEOUT):
+        raise StoreUnavailable(f"the store's writer did not catch up in {FLUSH_TIMEOUT:.0f} s; import again to finish")
+
+
+def _imported(store: SQLiteStore, run: str) -> tuple[dict[str, tuple[int, float]], bool]:
+    """The last step (and its wall time) the store has of each of the run's series, and whether it finished."""
+    try:
+        info = store.get_run(run)
+    except NotFoundError:
+        return {}, False
+    done: dict[str, tuple[int, float]] = {}
+    for name in store.scalar_names(run):
+        series = store.scalars(run, name, max_points=2)  # by step: the last point is the last step
+        if len(series.steps):
+            done["s:" + name] = (int(series.steps[-1]), float(series.wall[-1]))
+    for name in store.histogram_names(run):
+        latest = store.histograms(run, name, limit=1)
+        if latest:
+            done["h:" + name] = (latest[-1].step, latest[-1].wall)
+    return done, info.status == "finished"
+
+
+@dataclass
+class _New:
+    """The records an import writes: per scalar tag its steps, walls and values; the histograms."""
+
+    scalars: dict[str, tuple[Array, Array, Array]] = field(default_factory=dict)
+    histograms: list[_Hist] = field(default_factory=list)
+
+
+def _new_records(content: _Run, done: dict[str, tuple[int, float]]) -> _New:
+    """The records above the last step the store has of their series."""
+    new = _New()
+    for tag, series in content.scalars.items():
+        last = done.get("s:" + tag, (None, 0.0))[0]
+        steps = np.frombuffer(series.steps, dtype=np.int64)
+        keep = slice(None) if last is None else steps > last
+        kept = steps[keep]
+        if len(kept):
+            walls, values = (np.frombuffer(a, dtype=np.float64)[keep] for a in (series.walls, series.values))
+            new.scalars[tag] = (kept, walls, values)
+    for histogram in content.histograms:
+        last = done.get("h:" + histogram.tag, (None, 0.0))[0]
+        if last is None or histogram.step > last:
+            new.histograms.append(histogram)
+    return new
+
+
+def _messages(report: ImportReport, new: _New, start: float) -> Iterator[tuple[float, Callable[[int], Any]]]:
     """Each stored message with the wall time it is written at, made from its sequence number."""
     run = report.run
-    for tag in sorted(content.scalars):
-        points = sorted(content.scalars[tag])
-        report.scalars += len(points)
-        for start in range(0, len(points), CHUNK):
-            part = points[start : start + CHUNK]
-            yield max(p[1] for p in part), _scalars(run, tag, part)
-    for histogram in sorted(content.histograms, key=lambda h: (h.wall, h.tag)):
+    for tag in sorted(new.scalars):
+        steps, walls, values = new.scalars[tag]
+        report.scalars += len(steps)
+        for first in range(0, len(steps), CHUNK):
+            part = slice(first, first + CHUNK)
+            yield float(walls[part].max()), _scalars(run, tag, steps[part], walls[part], values[part])
+    for histogram in new.histograms:
         report.histograms += 1
         yield histogram.wall, _histogram(run, histogram)
-    last = max(content.walls())
-    last_step = max([p[0] for s in content.scalars.values() for p in s] + [h.step for h in content.histograms])
+    ends_at = [start] + [float(w.max()) for _, w, _ in new.scalars.values()] + [h.wall for h in new.histograms]
+    ends = [int(s.max()) for s, _, _ in new.scalars.values()] + [h.step for h in new.histograms]
+    last, last_step = max(ends_at), max(ends, default=0)
     text = f"imported from TensorBoard: {report.directory}"
     yield last, lambda seq: Event(run, seq, last_step, last, "info", text)
     yield last, lambda seq: Finish(run, seq, last, "finished")
 
 
-def _scalars(run: str, tag: str, points: list[tuple[int, float, float]]) -> Callable[[int], Scalars]:
-    steps = np.array([p[0] for p in points], dtype=np.int64)
-    wall = np.array([p[1] for p in points], dtype=np.float64)
-    values = np.array([p[2] for p in points], dtype=np.float64)
-    index = np.zeros(len(points), dtype=np.int32)
+def _scalars(run: str, tag: str, steps: Array, wall: Array, values: Array) -> Callable[[int], Scalars]:
+    index = np.zeros(len(steps), dtype=np.int32)
     return lambda seq: Scalars(run, seq, (tag,), steps, wall, index, values)
 
 
 def _histogram(run: str, h: _Hist) -> Callable[[int], Histogram]:
     total = float(h.counts.sum())
-    mean, std = h.mean, h.std
-    if mean is None or std is None:
-        centres = (h.edges[:-1] + h.edges[1:]) / 2
-        mean = float((centres * h.counts).sum() / total)
-        std = math.sqrt(max(0.0, float((h.counts * (centres - mean) ** 2).sum() / total)))
-    low, high, count = float(h.edges[0]), float(h.edges[-1]), round(total)
-    return lambda seq: Histogram(run, seq, h.tag, h.step, h.wall, h.edges, h.counts, low, high, mean, std, count, 0)
+    centres = (h.edges[:-1] + h.edges[1:]) / 2
+    mean = float((centres * h.counts).sum() / total)  # TF2 keeps no sums: estimated from the bins
+    std = math.sqrt(max(0.0, float((h.counts * (centres - mean) ** 2).sum() / total)))
+    if len(h.counts) == 1 and h.low == h.high:
+        mean, std = h.low, 0.0
+    count = round(total)
+    return lambda seq: Histogram(run, seq, h.tag, h.step, h.wall, h.edges, h.counts, h.low, h.high, mean, std, count, 0)
 
 
 def _reader() -> Callable[[Path], _Run]:
+    if "tensorflow" not in sys.modules:
+        # TensorBoard reads event files with its own stub of TensorFlow when this module exists (its
+        # ``no_tensorflow`` switch); otherwise it imports TensorFlow for them: 3 s and 600 MB more.
+        sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
     try:
-        from tensorboard.backend.event_processing import event_accumulator
+        from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
         from tensorboard.util import tensor_util
     except ImportError as exc:
         raise ImportError(
             "reading TensorBoard logs needs the tensorboard package: pip install 'labscreen[tensorboard]'"
         ) from exc
 
-    keep_all = {"scalars": 0, "histograms": 0, "tensors": 0, "images": 1, "audio": 1, "compressedHistograms": 1}
-
     def read(directory: Path) -> _Run:
-        acc = event_accumulator.EventAccumulator(str(directory), size_guidance=keep_all)
-        acc.Reload()
-        tags = acc.Tags()
         run = _Run()
-        for tag in tags.get("scalars", []):
-            run.scalars[tag] = [(int(e.step), float(e.wall_time), float(e.value)) for e in acc.Scalars(tag)]
-        for tag in tags.get("histograms", []):
-            for e in acc.Histograms(tag):
-                _add_histogram(run, tag, int(e.step), float(e.wall_time), _from_proto(e.histogram_value))
-        for tag in tags.get("tensors", []):
-            plugin = acc.SummaryMetadata(tag).plugin_data.plugin_name
-            for e in acc.Tensors(tag):
-                value = tensor_util.make_ndarray(e.tensor_proto)
-                step, wall = int(e.step), float(e.wall_time)
-                if plugin == "scalars" and value.size == 1 and value.dtype.kind in "biuf":
-                    run.scalars.setdefault(tag, []).append((step, wall, float(value.reshape(()))))
-                elif plugin == "histograms" and value.ndim == 2 and value.shape[1] == 3:
-                    _add_histogram(run, tag, step, wall, _from_buckets(value))
-                else:
-                    run.skip(tag, f"{plugin or 'untyped'} tensors")
-        for kind in ("images", "audio"):
-            for tag in tags.get(kind, []):
-                run.skip(tag, kind, None)
-        if tags.get("graph"):
-            run.skip("(graph)", "the model graph", None)
+        files = sorted(p for p in directory.iterdir() if p.is_file() and "tfevents" in p.name)
+        for path in files:  # named by creation time: a restarted run's files in order
+            for event in EventFileLoader(str(path)).Load():  # TF1 forms come as TF2 tensors
+                if event.HasField("graph_def") or event.HasField("meta_graph_def"):
+                    run.skip("(graph)", "the model graph", counted=False)
+                if not event.HasField("summary"):
+                    continue
+                for value in event.summary.value:
+                    _read_value(run, value, int(event.step), float(event.wall_time), tensor_util.make_ndarray)
         return run
 
     return read
 
 
-Binned = tuple[Array, Array, float | None, float | None] | None
-"""Edges, counts, mean and std (None: estimate from the bins), or None for an empty histogram."""
-
-
-def _add_histogram(run: _Run, tag: str, step: int, wall: float, binned: Binned) -> None:
-    if binned is None:
-        run.skip(tag, "empty histograms")
+def _read_value(run: _Run, value: Any, step: int, wall: float, to_array: Callable[[Any], Array]) -> None:
+    tag, plugin = value.tag, value.metadata.plugin_data.plugin_name
+    if value.WhichOneof("value") != "tensor":
+        run.skip(tag, value.WhichOneof("value") or "empty values")
+        return
+    data = to_array(value.tensor)
+    if plugin == "scalars" and data.size == 1 and data.dtype.kind in "biuf":
+        run.add_scalar(tag, step, wall, float(data.reshape(())))
+    elif plugin == "histograms" and data.ndim == 2 and data.shape[1] == 3 and data.dtype.kind in "biuf":
+        binned = _from_buckets(data)
+        if isinstance(binned, str):
+            run.skip(tag, binned)
+        else:
+            run.histograms.append(_Hist(tag, step, wall, *binned))
     else:
-        run.histograms.append(_Hist(tag, step, wall, *binned))
+        run.skip(tag, f"{plugin or 'untyped'} tensors")
 
 
-def _from_buckets(buckets: Array) -> Binned:
-    """TF2's ``[left, right, count]`` rows as edges and counts."""
+def _from_buckets(buckets: Array) -> tuple[Array, Array, float, float] | str:
+    """TF2's ``[left, right, count]`` rows as edges, counts, min and max; or why they cannot be."""
     lefts, rights, counts = (np.asarray(buckets[:, i], dtype=np.float64) for i in range(3))
-    finite = np.isfinite(lefts) & np.isfinite(rights) & np.isfinite(counts)
-    lefts, rights, counts = lefts[finite], rights[finite], np.maximum(counts[finite], 0.0)
+    if not (np.isfinite(lefts).all() and np.isfinite(rights).all() and np.isfinite(counts).all()):
+        return "histograms with non-finite values"
+    counts = np.maximum(counts, 0.0)
     if not len(counts) or counts.sum() <= 0:
-        return None
-    edges = np.append(lefts, rights[-1])
-    if np.all(np.diff(edges) > 0):
-        return edges, counts, None, None
-    return _one_bin(float(lefts.min()), float(rights.max()), float(counts.sum()))
-
-
-def _from_proto(proto: Any) -> Binned:
-    """TF1's ``HistogramProto`` (bucket ``i`` holds values up to ``bucket_limit[i]``) as edges and counts."""
-    limits = np.asarray(proto.bucket_limit, dtype=np.float64)
-    counts = np.asarray(proto.bucket, dtype=np.float64)
-    used = np.flatnonzero(counts > 0)
-    if not len(used) or len(limits) != len(counts) or proto.num <= 0:
-        return None
-    low, high = float(proto.min), float(proto.max)
-    first, last = int(used[0]), int(used[-1])
-    inner = limits[first:last]  # the right edges of every used bucket but the last
-    edges = np.concatenate(([max(low, float(limits[first - 1])) if first else low], inner, [high]))
-    mean = float(proto.sum) / float(proto.num)
-    std = math.sqrt(max(0.0, float(proto.sum_squares) / float(proto.num) - mean * mean))
-    if not (np.all(np.isfinite(edges)) and np.all(np.diff(edges) > 0)):
-        return _one_bin(low, high, float(counts.sum()), mean, std)
-    return edges, counts[first : last + 1], mean, std
-
-
-def _one_bin(low: float, high: float, count: float, mean: float | None = None, std: float | None = None) -> Binned:
-    """All values in one bin: ``[low, high]``, or one unit wide around a single value."""
-    if not (math.isfinite(low) and math.isfinite(high)):
-        return None
-    if high <= low:
-        low, high = low - 0.5, low + 0.5
-    return np.array([low, high]), np.array([count]), mean, std
+        return "empty histograms"
+    low, high = float(lefts.min()), float(rights.max())
+    wide = rights > lefts
+    if not wide.any():  # every value the same
+        return np.array([low - 0.5, low + 0.5]), np.array([counts.sum()]), low, low
+    merged = counts[wide].copy()
+    owner = np.maximum(np.cumsum(wide) - 1, 0)  # a zero-width bucket joins the wide one before it (or after, first)
+    np.add.at(merged, owner[~wide], counts[~wide])
+    edges = np.append(lefts[wide], rights[wide][-1])
+    if not np.all(np.diff(edges) > 0):
+        return "histograms with overlapping buckets"
+    return edges, merged, low, high

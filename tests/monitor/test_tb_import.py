@@ -25,16 +25,19 @@ from tests.serving import ServerThread
 T0 = 1_700_000_000.0
 
 
-def write_tf1(directory: Path, steps: int = 4) -> np.ndarray:
-    """Scalars as ``simple_value`` and histograms as ``HistogramProto``; returns the values binned at the last step."""
+def write_tf1(directory: Path, steps: int = 4, first: int = 0) -> np.ndarray:
+    """Scalars as ``simple_value`` and histograms as ``HistogramProto``; returns the values binned at the last step.
+
+    Steps ``first`` to ``first + steps - 1`` are written (as steps 10 times that), in a new event file.
+    """
     from tensorboard.compat.proto import event_pb2, summary_pb2
     from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
     writer = EventFileWriter(str(directory))
     values = np.zeros(0)
-    for step in range(steps):
+    for step in range(first, first + steps):
         values = np.random.default_rng(step).normal(size=1000)
-        limits = [-1e308, -1.0, 0.0, 1.0, 1e308]  # bucket i: (limits[i-1], limits[i]]
+        limits = [-1e308, -1.0, 0.0, 1.0, 1e308]  # bucket i: [limits[i-1], limits[i]), as np.histogram's
         counts = [0, *np.histogram(values, [-np.inf, -1.0, 0.0, 1.0, np.inf])[0].tolist()]
         histo = summary_pb2.HistogramProto(
             min=values.min(), max=values.max(), num=len(values), sum=values.sum(),
@@ -82,7 +85,10 @@ def test_tf1_logs_become_a_finished_run_with_their_scalars_histograms_and_times(
     assert weights.step == 30
     assert weights.edges.tolist() == pytest.approx([last.min(), -1.0, 0.0, 1.0, last.max()])  # open ends: min, max
     assert weights.counts.tolist() == np.histogram(last, [-np.inf, -1.0, 0.0, 1.0, np.inf])[0].tolist()
-    assert (weights.mean, weights.std, weights.count) == (pytest.approx(last.mean()), pytest.approx(last.std()), 1000)
+    assert weights.count == 1000
+    centres, counts = (weights.edges[:-1] + weights.edges[1:]) / 2, weights.counts  # TF2 keeps no sums
+    mean = float((centres * counts).sum() / counts.sum())
+    assert (weights.mean, weights.std) == pytest.approx((mean, np.sqrt((counts * (centres - mean) ** 2).sum() / 1000)))
     bias = got["histograms"]["bias"][-1]  # every value the same: one bin, one unit wide
     assert (bias.edges.tolist(), bias.counts.tolist(), bias.mean, bias.std) == ([1.5, 2.5], [3.0], 2.0, 0.0)
     assert "nothing" not in got["histograms"]
@@ -188,7 +194,42 @@ def test_without_the_tensorboard_package_the_cli_says_what_to_install(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     write_tf1(tmp_path / "logs")
-    monkeypatch.setitem(sys.modules, "tensorboard.backend.event_processing", None)  # as if not installed
+    monkeypatch.setitem(sys.modules, "tensorboard.backend.event_processing.event_file_loader", None)  # not installed
     assert main(["import-tb", str(tmp_path / "logs"), "--store", str(tmp_path / "s.sqlite")]) == 2
     assert "pip install 'labscreen[tensorboard]'" in capsys.readouterr().err
     assert not (tmp_path / "s.sqlite").exists()  # nothing written
+
+
+def test_a_log_that_grew_since_its_import_gets_its_new_records_once(tmp_path: Path) -> None:
+    logdir, store_path = tmp_path / "still-training", tmp_path / "s.sqlite"
+    write_tf1(logdir, steps=3)
+    [first] = import_logdir(str(store_path), logdir)
+    assert (first.scalars, first.histograms) == (3, 6)
+    write_tf1(logdir, steps=3, first=3)  # the run went on: a second event file
+    [second] = import_logdir(str(store_path), logdir)
+    assert (second.scalars, second.histograms, second.already) == (3, 6, False)
+    got = stored(store_path, first.run)
+    assert got["scalars"]["acc"].steps.tolist() == [0, 10, 20, 30, 40, 50]
+    assert [h.step for h in got["histograms"]["weights"]] == [0, 10, 20, 30, 40, 50]
+    assert (got["info"].status, got["info"].last_step, got["info"].finished) == ("finished", 50, T0 + 5)
+    assert got["info"].started == T0
+    assert len(got["events"]) == 2  # one per import that brought something
+
+
+def test_a_tf1_histogram_whose_maximum_is_a_bucket_limit_keeps_its_buckets(tmp_path: Path) -> None:
+    from tensorboard.compat.proto import event_pb2, summary_pb2
+    from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+    values = np.array([-1.0, -0.5, -0.5, 0.0])  # TF's buckets are [a, b): 0.0 opens the last one, zero wide
+    limits = [-1e308, -1.0, -0.5, 0.0, 1e308]
+    histo = summary_pb2.HistogramProto(min=-1.0, max=0.0, num=4, sum=-2.0, sum_squares=1.5, bucket_limit=limits,
+                                       bucket=[0, 0, 1, 2, 1])  # fmt: skip
+    writer = EventFileWriter(str(tmp_path / "logs"))
+    writer.add_event(event_pb2.Event(wall_time=T0, step=1, summary=summary_pb2.Summary(
+        value=[summary_pb2.Summary.Value(tag="relu", histo=histo)])))  # fmt: skip
+    writer.close()
+    [report] = import_logdir(str(tmp_path / "s.sqlite"), tmp_path / "logs")
+    [relu] = stored(tmp_path / "s.sqlite", report.run)["histograms"]["relu"]
+    assert relu.edges.tolist() == [-1.0, -0.5, 0.0]  # not one bin for all
+    assert relu.counts.tolist() == [1.0, 3.0]  # the zero-wide bucket's value joins the one before
+    assert (relu.min, relu.max, relu.count) == (-1.0, 0.0, len(values))
