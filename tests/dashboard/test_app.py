@@ -251,58 +251,68 @@ def test_history_and_live_meet_without_gap_or_duplicate(
 ) -> None:
     """A tab opened on a fast stream: a decimated history, then every live point after it, once.
 
-    The server's read executor is kept busy while the tab opens, so points
-    stream live into the session while its history read waits; those that
-    the read then finds stored must be dropped at the seam, the rest drawn.
+    The session's history read, once called, waits until 300 more points
+    are stored (points the session has also been sent live since it started
+    following the run), reads, and returns once 300 more are stored (points
+    sent live only). The seam must drop the first kind and draw the second.
+    The producer streams until then, however slow the machine.
     """
-    total, opened_past = 4000, 2500  # over 2,000 points when the tab opens: a decimated history
+    opened_past = 2500  # over 2,000 points when the tab opens: a decimated history
     seams: list[tuple[int, int, int | None]] = []
-    real = session_module.after_history
+    real_seam, real_load = session_module.after_history, session_module.load_history
 
     def watched(messages: list[Any], history: Any) -> list[Any]:  # the real seam, watched
-        kept = real(messages, history)
+        kept = real_seam(messages, history)
         points = [sum(len(m.steps) for m in ms if isinstance(m, Scalars)) for ms in (messages, kept)]
         seams.append((points[0], points[1], history.last_scalar_step("loss")))
         return kept
 
+    progress, held, passed, started = [0], [0, 0], threading.Event(), threading.Event()
+
+    def stored_past(store: Any, run: str) -> int:
+        target = progress[0] + 300
+        wait_until(lambda: (store.get_run(run).last_step or 0) >= target, what="300 more points stored")
+        return target
+
+    def load_later(store: Any, run: str, *args: Any) -> Any:  # the real read, while the stream goes on
+        held[0] = stored_past(store, run)  # points both sent live and read
+        history = real_load(store, run, *args)
+        held[1] = stored_past(store, run)  # points sent live only, after the read
+        passed.set()
+        return history
+
     monkeypatch.setattr(session_module, "after_history", watched)
+    monkeypatch.setattr(session_module, "load_history", load_later)
     monitor = monitors("fast")
-    progress = [0]
-    started = threading.Event()
 
     def produce() -> None:
-        for step in range(total):
+        step, stop = 0, 60_000  # a bound, if the read never comes
+        while step < stop:
             monitor.log({"loss": float(step)}, step=step)
             progress[0] = step
             if step == opened_past:
                 started.set()
+            stop = min(stop, step + 200) if passed.is_set() else stop
             if step % 10 == 0:
-                threading.Event().wait(0.002)  # ~5,000 points/s, still streaming while the tab opens
+                threading.Event().wait(0.002)  # ~5,000 points/s
+            step += 1
 
     producer = threading.Thread(target=produce)
     producer.start()
-    gate = threading.Event()
     try:
-        started.wait(10)
-        busy = [server.running.executor.submit(gate.wait, 30) for _ in range(4)]
-        opened_at = progress[0]
-        release = threading.Thread(
-            target=lambda: (wait_until(lambda: progress[0] >= opened_at + 300, what="live points"), gate.set())
-        )
-        release.start()
+        assert started.wait(10)
         viewer = viewers(server.url + "/?run=fast")
-        release.join()
-        assert all(f.result(10) for f in busy)
-        viewer.wait(f"() => __find('scalars:fast:loss')?.data.step.at(-1) === {total - 1}", timeout=30_000)
     finally:
-        gate.set()
         producer.join()
+    total = progress[0] + 1
+    assert passed.is_set(), "the tab never read the run's history"
+    viewer.wait(f"() => __find('scalars:fast:loss')?.data.step.at(-1) === {total - 1}", timeout=30_000)
     steps = [int(s) for s in viewer.column("scalars:fast:loss", "step") or []]
     assert viewer.column("scalars:fast:loss", "value") == [float(s) for s in steps]
     assert all(a < b for a, b in itertools.pairwise(steps)), "a step drawn twice or out of order"
     [(buffered, kept, history_end)] = seams
-    assert history_end is not None and history_end >= opened_at + 300, "the read waited for live points"
-    assert buffered > kept, "no live point buffered during the read was already in the history"
+    assert history_end is not None and held[0] <= history_end < held[1], "the read came between the two waits"
+    assert buffered > kept > 0, "no live point buffered during the read was in the history, or none after it"
     seam = steps.index(history_end)
     assert seam < 2100, "the history is decimated to about 2,000 points"
     assert steps[seam:] == list(range(history_end, total)), "a gap after the history"
