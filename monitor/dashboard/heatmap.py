@@ -14,7 +14,10 @@ columns are full (it then keeps the newest ``keep`` histograms and has
 ``capacity - keep`` columns free again).
 
 Columns are spaced evenly: a histogram's column is placed by its order, and
-the x extent is set so the first and last columns sit on their steps.
+the x extent is set so the first and last columns sit on their steps. A
+step lower than the one before (a run restarted from a checkpoint) starts
+the image again from there. A histogram with a non-finite edge or count
+is left out: it would make the whole grid NaN.
 
 Thread safety: used only on the server's event loop, like the panels.
 """
@@ -48,7 +51,9 @@ class StepHeatmap:
 
     def draw(self, histograms: Sequence[Histogram]) -> None:
         """Draw the newest ``keep`` of these histograms (oldest first) as a new image."""
-        shown = list(histograms)[-self._keep :]
+        shown = [h for h in list(histograms)[-self._keep :] if _finite(h)]
+        restarts = [i for i in range(1, len(shown)) if shown[i].step < shown[i - 1].step]
+        shown = shown[restarts[-1] :] if restarts else shown  # since the last restart from a checkpoint
         self._steps = [h.step for h in shown]
         self.redraws += 1
         if not shown:
@@ -66,8 +71,11 @@ class StepHeatmap:
 
     def add(self, histogram: Histogram, kept: Sequence[Histogram]) -> None:
         """Show one more histogram: patch its column, or draw ``kept`` (which ends with it) again."""
+        if not _finite(histogram):
+            return
         fits = float(histogram.edges[0]) >= self._grid[0] and float(histogram.edges[-1]) <= self._grid[-1]
-        if not self._steps or not fits or len(self._steps) >= self._capacity:
+        later = bool(self._steps) and histogram.step >= self._steps[-1]
+        if not later or not fits or len(self._steps) >= self._capacity:
             self.draw(kept)
             return
         column = len(self._steps)
@@ -82,6 +90,10 @@ class StepHeatmap:
         first, last, n = self._steps[0], self._steps[-1], len(self._steps)
         width = (last - first) / (n - 1) if n > 1 and last > first else 1.0
         return first - width / 2, width * self._capacity
+
+
+def _finite(histogram: Histogram) -> bool:
+    return bool(np.isfinite(histogram.edges).all() and np.isfinite(histogram.counts).all())
 
 
 def _image(image: np.ndarray, x: float, dw: float, y: float, dh: float) -> dict[str, list[object]]:

@@ -113,3 +113,26 @@ def test_nothing_to_show_is_an_empty_image_and_a_first_histogram_is_drawn_whole(
     assert rec.column_steps()[0] == pytest.approx(5)
     with pytest.raises(ValueError, match="keep"):
         StepHeatmap(ColumnDataSource(), BINS, CAPACITY + 1, CAPACITY)
+
+
+def test_a_restart_from_a_checkpoint_starts_the_image_again_and_non_finite_histograms_are_left_out() -> None:
+    rec = Recorded()
+    kept = [histogram(s) for s in (10, 20, 30)]
+    rec.heat.draw(kept)
+    bad = Histogram("r", 0, "w", 40, 0.0, np.array([-1.0, np.nan, 1.0]), np.array([1.0, 1.0]), -1, 1, 0, 1, 2, 0)
+    rec.events.clear()
+    rec.heat.add(bad, [*kept, bad])
+    assert rec.kinds() == []  # nothing drawn: one NaN edge would blank the whole grid
+    rec.heat.draw([*kept, bad])
+    assert not np.isnan(rec.image()[:, :3]).any() and np.isnan(rec.image()[:, 3:]).all()
+    restarted = histogram(15)  # the run went back to step 15
+    kept.append(restarted)
+    rec.events.clear()
+    rec.heat.add(restarted, kept)
+    assert rec.kinds() == ["whole"]
+    assert rec.column_steps()[0] == pytest.approx(15)  # from the restart on
+    assert np.isnan(rec.image()[:, 1:]).all()
+    kept.append(histogram(25))
+    rec.heat.add(kept[-1], kept)
+    assert rec.kinds() == ["whole", "patch"]
+    assert rec.column_steps()[:2] == pytest.approx([15, 25])
