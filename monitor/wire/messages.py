@@ -168,6 +168,7 @@ class Histogram:
             raise r.fail("bad_shape", f"need len(edges) == len(counts) + 1 >= 2, got {len(edges)} and {len(counts)}")
         if len(stats) != 4:
             raise r.fail("bad_shape", f"'stats' must be [min, max, mean, std], got {len(stats)} values")
+        _check_bins(r, edges, counts)
         return cls(
             r.run_id(),
             r.raw.seq,
@@ -183,6 +184,18 @@ class Histogram:
             r.integer("count", low=0),
             r.integer("nonfinite", 0, low=0),
         )
+
+
+def _check_bins(r: FieldReader, edges: Array, counts: Array) -> None:
+    """Bin edges finite and ascending (along the last axis), counts finite and not negative.
+
+    Ascending, not strictly: equal-width bins over a range a few ulps wide
+    have some equal edges, and such a histogram is a real one.
+    """
+    if not np.isfinite(edges).all() or (np.diff(edges, axis=-1) < 0).any():
+        raise r.fail("bad_field", "'edges' must be finite and ascending")
+    if not np.isfinite(counts).all() or (counts < 0).any():
+        raise r.fail("bad_field", "'counts' must be finite and not negative")
 
 
 @dataclass(frozen=True, eq=False)
@@ -359,6 +372,7 @@ class DataSummary:
                 f"need edges (f, b+1) and counts (f, b) for f={len(features)}, "
                 f"got {list(edges.shape)} and {list(counts.shape)}",
             )
+        _check_bins(r, edges, counts)
         labels, label_counts = r.names("label_names", []), r.array("label_counts", "int", (1,), optional=True)
         if label_counts is not None and len(label_counts) != len(labels):
             raise r.fail("bad_shape", f"{len(label_counts)} label counts for {len(labels)} label names")

@@ -207,6 +207,33 @@ async def test_array_over_element_limit(harness: Harness) -> None:
     assert error.code == "too_many_elements"
 
 
+@pytest.mark.parametrize(
+    ("edges", "counts", "says"),
+    [
+        ([0.0, np.nan, 2.0], [1.0, 1.0], "'edges' must be finite and ascending"),
+        ([0.0, 2.0, 1.0], [1.0, 1.0], "'edges' must be finite and ascending"),
+        ([0.0, 1.0, 2.0], [1.0, -3.0], "'counts' must be finite and not negative"),
+        ([0.0, 1.0, 2.0], [np.inf, 1.0], "'counts' must be finite and not negative"),
+    ],
+)
+async def test_a_histogram_with_impossible_bins_is_refused(
+    harness: Harness, edges: list[float], counts: list[float], says: str
+) -> None:
+    bad = Histogram("victim", 1, "w", 0, 0.0, np.array(edges), np.array(counts), 0.0, 2.0, 1.0, 0.5, 2, 0)
+    error = await bad_then_good(harness, encode(bad))
+    assert error.code == "bad_field" and says in error.message and error.seq == 1
+
+
+async def test_a_histogram_over_a_range_a_few_ulps_wide_is_accepted(harness: Harness) -> None:
+    """Equal-width bins over a tiny range have equal edges: a real histogram (nearly constant weights)."""
+    edges = np.linspace(1.0, np.nextafter(1.0, 2.0), 65)
+    assert (np.diff(edges) == 0).any()
+    client = await harness.connect()
+    await client.hello("tiny")
+    await client.send(Histogram("tiny", 1, "w", 0, 0.0, edges, np.ones(64), 1.0, 1.0, 1.0, 0.0, 64, 0))
+    await client.until_ack("tiny", 1)
+
+
 async def test_nan_and_inf_are_stored_and_flagged(harness: Harness) -> None:
     client = await harness.connect()
     await client.hello("run-nan")

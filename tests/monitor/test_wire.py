@@ -304,3 +304,12 @@ def test_float32_predictions_stay_float32_and_int_outputs_widen() -> None:
     ints = Predictions("r", 2, "p", 0, 0.0, "regression", np.arange(3), np.arange(3))
     decoded = decode(encode(ints))
     assert isinstance(decoded, Predictions) and decoded.outputs.dtype == np.float64
+
+
+def test_a_data_summary_with_impossible_bins_is_refused() -> None:
+    summary = DataSummary(
+        "r", 1, "train", 0, 1.0, ("x", "y"), np.array([[0.0, 0.5, 1.0], [0.0, np.inf, 1.0]]), np.ones((2, 2)),
+        (), None, (), None, None,
+    )  # fmt: skip
+    err = error_of(encode(summary))
+    assert err.code == "bad_field" and "'edges' must be finite and ascending" in err.message
