@@ -29,8 +29,14 @@ from monitor.wire import Finish, Hello, Scalars
 log = logging.getLogger(__name__)
 MAIN_METRICS: tuple[tuple[str, bool], ...] = (
     ("val_loss", False), ("loss", False), ("val_accuracy", True), ("accuracy", True),
+    ("epoch_loss", False), ("epoch_accuracy", True),
 )  # fmt: skip
-"""Candidates for a run's main metric, in order, and whether higher is better."""
+"""Candidates for a run's main metric, in order, and whether higher is better.
+
+The ``epoch_`` names are how Keras's ``TensorBoard`` callback logs them, as
+runs brought in by ``labscreen import-tb`` hold them (one run for ``train``,
+one for ``validation``).
+"""
 _SEED_RUNS = 100
 
 

@@ -257,6 +257,12 @@ def test_every_run_s_best_value_is_read_from_the_store_a_few_runs_per_refresh(
 
         monkeypatch.setattr(store, "scalars", broken)
         assert _read_runs(store, set())[1] == {"r4": {}, "r3": {"loss": 3.0}}  # one unreadable run, not the list
+        monkeypatch.setattr(store, "scalars", scalars)
+        store.open_stream(Hello(run="keras-tb", stream="tb"))  # Keras's TensorBoard names, as import-tb brings them
+        values = np.array([0.9, 0.4, 0.6])
+        epoch_loss = Scalars("keras-tb", 1, ("epoch_loss",), np.arange(3), np.ones(3), np.zeros(3, np.int32), values)
+        assert store.submit("tb", epoch_loss) and store.flush()
+        assert _read_runs(store, set())[1]["keras-tb"] == {"epoch_loss": 0.4}
     finally:
         store.close()
 
