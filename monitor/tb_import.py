@@ -10,9 +10,9 @@ record's time as it is written).
 What is imported: scalars and histograms, as TF1 writes them (``simple_value``
 and ``HistogramProto``; also what PyTorch's ``SummaryWriter`` writes) and as
 TF2 does (``tf.summary``, Keras's ``TensorBoard`` callback). The files are
-read one event at a time with TensorBoard's own loader, which turns the TF1
-forms into TF2's; a scalar point costs 24 bytes of memory until it is
-written. Everything else (images, audio, text, graphs, other plugins'
+read one event at a time with TensorBoard's own loader; TF1's histograms are
+turned into TF2's form by TensorBoard's own conversion. A scalar point costs
+24 bytes of memory until it is written. Everything else (images, audio, text, graphs, other plugins'
 tensors) is not imported, and is named in the report. A histogram with no
 values, or with non-finite bucket edges or counts, is skipped and named;
 a zero-width bucket (TF's buckets are ``[left, right)``, so a maximum on a
@@ -298,7 +298,8 @@ def _reader() -> Callable[[Path], _Run]:
         # ``no_tensorflow`` switch); otherwise it imports TensorFlow for them: 3 s and 600 MB more.
         sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
     try:
-        from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+        from tensorboard import data_compat
+        from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
         from tensorboard.util import tensor_util
     except ImportError as exc:
         raise ImportError(
@@ -307,26 +308,41 @@ def _reader() -> Callable[[Path], _Run]:
 
     def read(directory: Path) -> _Run:
         run = _Run()
+        plugins: dict[str, str] = {}  # TF2 writes a tag's plugin with its first value only
         files = sorted(p for p in directory.iterdir() if p.is_file() and "tfevents" in p.name)
         for path in files:  # named by creation time: a restarted run's files in order
-            for event in EventFileLoader(str(path)).Load():  # TF1 forms come as TF2 tensors
+            for event in LegacyEventFileLoader(str(path)).Load():
                 if event.HasField("graph_def") or event.HasField("meta_graph_def"):
                     run.skip("(graph)", "the model graph", counted=False)
                 if not event.HasField("summary"):
                     continue
-                for value in event.summary.value:
-                    _read_value(run, value, int(event.step), float(event.wall_time), tensor_util.make_ndarray)
+                step, wall = int(event.step), float(event.wall_time)
+                for raw in event.summary.value:
+                    kind = raw.WhichOneof("value")
+                    if kind == "simple_value":  # TF1's scalars (and PyTorch's): no conversion needed
+                        run.add_scalar(raw.tag, step, wall, float(raw.simple_value))
+                        continue
+                    # TF1's histograms as TF2's [left, right, count], by TensorBoard's own rules
+                    value = data_compat.migrate_value(raw) if kind == "histo" else raw
+                    plugin = plugins.setdefault(value.tag, value.metadata.plugin_data.plugin_name)
+                    _read_value(run, value, plugin, (step, wall), tensor_util.make_ndarray)
         return run
 
     return read
 
 
-def _read_value(run: _Run, value: Any, step: int, wall: float, to_array: Callable[[Any], Array]) -> None:
-    tag, plugin = value.tag, value.metadata.plugin_data.plugin_name
+def _read_value(run: _Run, value: Any, plugin: str, at: tuple[int, float], to_array: Callable[[Any], Array]) -> None:
+    """One TF2 summary value (a tensor and its plugin) at ``at``, a (step, wall time)."""
+    step, wall = at
+    tag = value.tag
     if value.WhichOneof("value") != "tensor":
         run.skip(tag, value.WhichOneof("value") or "empty values")
         return
-    data = to_array(value.tensor)
+    tensor = value.tensor
+    if plugin == "scalars" and not tensor.tensor_shape.dim and len(tensor.float_val) + len(tensor.double_val) == 1:
+        run.add_scalar(tag, step, wall, float((*tensor.float_val, *tensor.double_val)[0]))  # TF2's usual scalar
+        return
+    data = to_array(tensor)
     if plugin == "scalars" and data.size == 1 and data.dtype.kind in "biuf":
         run.add_scalar(tag, step, wall, float(data.reshape(())))
     elif plugin == "histograms" and data.ndim == 2 and data.shape[1] == 3 and data.dtype.kind in "biuf":
