@@ -2,7 +2,10 @@
 
 A chart holds one metric in all its variants: ``loss`` with ``val_loss``,
 ``accuracy`` with ``val_accuracy``; the learning rate and the gradient norm
-each get their own chart whatever they are called. A name with a path
+each get their own chart whatever they are called (Keras's TensorBoard
+callback's ``epoch_learning_rate`` too, as ``labscreen import-tb`` brings it;
+its ``epoch_loss`` and ``epoch_accuracy`` come first as ``loss`` and
+``accuracy`` do, on charts of their own: their steps are epochs). A name with a path
 (``weights_norm/dense/kernel``, ``update_ratio/conv/bias``) goes on the chart
 of its first component, as in TensorBoard, so per-tensor series share one
 chart instead of one each. Pure functions, no Bokeh.
@@ -23,8 +26,9 @@ _ALIASES = {
     "lr": LEARNING_RATE, "learning_rate": LEARNING_RATE, "learning-rate": LEARNING_RATE,
     "grad_norm": GRADIENT_NORM, "gradient_norm": GRADIENT_NORM, "global_norm": GRADIENT_NORM,
     "grad-norm": GRADIENT_NORM, "gradients_norm": GRADIENT_NORM,
+    "epoch_learning_rate": LEARNING_RATE, "epoch_lr": LEARNING_RATE,  # Keras's TensorBoard callback (import-tb)
 }  # fmt: skip
-_FIRST = ("loss", "accuracy", "acc")
+_FIRST = ("loss", "accuracy", "acc", "epoch_loss", "epoch_accuracy")
 _LAST = (LEARNING_RATE, GRADIENT_NORM)
 
 

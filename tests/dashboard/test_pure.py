@@ -53,6 +53,11 @@ def test_group_metrics_pairs_validation_and_orders_charts() -> None:
         "zeta": ["zeta"], "learning rate": ["lr"], "gradient norm": ["grad_norm", "gradients_norm/global"],
     }  # fmt: skip
     assert is_validation("val_loss") and not is_validation("loss")
+    keras_tensorboard = ["batch_loss", "epoch_learning_rate", "evaluation_loss_vs_iterations", "epoch_accuracy",
+                         "epoch_loss"]  # fmt: skip
+    assert list(group_metrics(keras_tensorboard)) == [
+        "epoch_loss", "epoch_accuracy", "batch_loss", "evaluation_loss_vs_iterations", "learning rate",
+    ]  # fmt: skip
 
 
 def test_ema_is_debiased_skips_nonfinite_and_continues() -> None:
