@@ -10,15 +10,17 @@ record's time as it is written).
 What is imported: scalars and histograms, as TF1 writes them (``simple_value``
 and ``HistogramProto``; also what PyTorch's ``SummaryWriter`` writes) and as
 TF2 does (``tf.summary``, Keras's ``TensorBoard`` callback). The files are
-read one event at a time with TensorBoard's own loader; TF1's histograms are
-turned into TF2's form by TensorBoard's own conversion. A scalar point costs
-24 bytes of memory until it is written. Everything else (images, audio, text, graphs, other plugins'
+read one record at a time (TFRecord framing, parsed with TensorBoard's own
+protobuf classes, without TensorFlow); TF1's histograms are turned into
+TF2's form by TensorBoard's own conversion, keeping TF1's exact mean,
+standard deviation and count. A scalar point costs 24 bytes of memory until
+it is written. Everything else (images, audio, text, graphs, other plugins'
 tensors) is not imported, and is named in the report. A histogram with no
 values, or with non-finite bucket edges or counts, is skipped and named;
 a zero-width bucket (TF's buckets are ``[left, right)``, so a maximum on a
 bucket limit makes one) is merged into its neighbour; a histogram whose
 buckets all have zero width (every value the same) becomes one bin one unit
-wide around the value. A histogram's mean and standard deviation are
+wide around the value. A TF2 histogram's mean and standard deviation are
 estimated from its bins: TF2's form keeps no sums.
 
 Importing again: the run id comes from the directory's absolute path, and
@@ -41,8 +43,7 @@ import hashlib
 import logging
 import math
 import os
-import sys
-import types
+import struct
 from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -92,6 +93,8 @@ class _Hist:
     low: float
     """The smallest value (an edge, unless every value was the same)."""
     high: float
+    sums: tuple[float, float, int] | None = None
+    """TF1's exact mean, standard deviation and count; None: estimated from the bins."""
 
 
 @dataclass
@@ -286,20 +289,18 @@ def _histogram(run: str, h: _Hist) -> Callable[[int], Histogram]:
     centres = (h.edges[:-1] + h.edges[1:]) / 2
     mean = float((centres * h.counts).sum() / total)  # TF2 keeps no sums: estimated from the bins
     std = math.sqrt(max(0.0, float((h.counts * (centres - mean) ** 2).sum() / total)))
+    count = round(total)
     if len(h.counts) == 1 and h.low == h.high:
         mean, std = h.low, 0.0
-    count = round(total)
+    if h.sums is not None:
+        mean, std, count = h.sums
     return lambda seq: Histogram(run, seq, h.tag, h.step, h.wall, h.edges, h.counts, h.low, h.high, mean, std, count, 0)
 
 
 def _reader() -> Callable[[Path], _Run]:
-    if "tensorflow" not in sys.modules:
-        # TensorBoard reads event files with its own stub of TensorFlow when this module exists (its
-        # ``no_tensorflow`` switch); otherwise it imports TensorFlow for them: 3 s and 600 MB more.
-        sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
     try:
         from tensorboard import data_compat
-        from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
+        from tensorboard.compat.proto.event_pb2 import Event as EventProto
         from tensorboard.util import tensor_util
     except ImportError as exc:
         raise ImportError(
@@ -311,7 +312,7 @@ def _reader() -> Callable[[Path], _Run]:
         plugins: dict[str, str] = {}  # TF2 writes a tag's plugin with its first value only
         files = sorted(p for p in directory.iterdir() if p.is_file() and "tfevents" in p.name)
         for path in files:  # named by creation time: a restarted run's files in order
-            for event in LegacyEventFileLoader(str(path)).Load():
+            for event in _events(path, EventProto.FromString):
                 if event.HasField("graph_def") or event.HasField("meta_graph_def"):
                     run.skip("(graph)", "the model graph", counted=False)
                 if not event.HasField("summary"):
@@ -324,17 +325,53 @@ def _reader() -> Callable[[Path], _Run]:
                         continue
                     # TF1's histograms as TF2's [left, right, count], by TensorBoard's own rules
                     value = data_compat.migrate_value(raw) if kind == "histo" else raw
-                    plugin = plugins.setdefault(value.tag, value.metadata.plugin_data.plugin_name)
-                    _read_value(run, value, plugin, (step, wall), tensor_util.make_ndarray)
+                    own = value.metadata.plugin_data.plugin_name
+                    if own:
+                        plugins[value.tag] = own
+                    sums = raw.histo if kind == "histo" else None
+                    _read_value(
+                        run, value, own or plugins.get(value.tag, ""), (step, wall, sums), tensor_util.make_ndarray
+                    )
         return run
 
     return read
 
 
-def _read_value(run: _Run, value: Any, plugin: str, at: tuple[int, float], to_array: Callable[[Any], Array]) -> None:
-    """One TF2 summary value (a tensor and its plugin) at ``at``, a (step, wall time)."""
-    step, wall = at
-    tag = value.tag
+MAX_RECORD = 256 * 1024 * 1024
+"""A TFRecord length beyond this is taken for a damaged file (event records are small)."""
+
+
+def _events(path: Path, parse: Callable[[bytes], Any]) -> Iterator[Any]:
+    """The events of one file: TFRecord framing (length, its CRC, data, its CRC), read without TensorFlow.
+
+    The CRCs are not checked (a pure-Python CRC32C would triple the time);
+    a damaged record ends the file's reading with a warning, and a record
+    still being written (a run that is training) ends it silently.
+    """
+    with path.open("rb") as file:
+        while True:
+            header = file.read(12)
+            if len(header) < 12:
+                return
+            (length,) = struct.unpack("<Q", header[:8])
+            if length > MAX_RECORD:
+                log.warning("%s: a record of %d bytes; reading stops there (a damaged file?)", path, length)
+                return
+            data, footer = file.read(length), file.read(4)
+            if len(data) < length or len(footer) < 4:
+                return
+            try:
+                yield parse(data)
+            except Exception:  # protobuf's DecodeError, and anything a damaged record makes it raise
+                log.warning("%s: a record that does not parse; reading stops there (a damaged file?)", path)
+                return
+
+
+def _read_value(
+    run: _Run, value: Any, plugin: str, at: tuple[int, float, Any], to_array: Callable[[Any], Array]
+) -> None:
+    """One TF2 summary value (a tensor and its plugin) at ``at``: step, wall time, TF1's ``HistogramProto``."""
+    tag, (step, wall, proto) = value.tag, at
     if value.WhichOneof("value") != "tensor":
         run.skip(tag, value.WhichOneof("value") or "empty values")
         return
@@ -350,9 +387,17 @@ def _read_value(run: _Run, value: Any, plugin: str, at: tuple[int, float], to_ar
         if isinstance(binned, str):
             run.skip(tag, binned)
         else:
-            run.histograms.append(_Hist(tag, step, wall, *binned))
+            run.histograms.append(_Hist(tag, step, wall, *binned, sums=_sums(proto)))
     else:
         run.skip(tag, f"{plugin or 'untyped'} tensors")
+
+
+def _sums(proto: Any) -> tuple[float, float, int] | None:
+    """Mean, standard deviation and count from a TF1 ``HistogramProto``'s exact sums (TF2's form has none)."""
+    if proto is None or not proto.num > 0 or not math.isfinite(proto.sum) or not math.isfinite(proto.sum_squares):
+        return None
+    mean = proto.sum / proto.num
+    return mean, math.sqrt(max(0.0, proto.sum_squares / proto.num - mean * mean)), round(proto.num)
 
 
 def _from_buckets(buckets: Array) -> tuple[Array, Array, float, float] | str:

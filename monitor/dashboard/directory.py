@@ -29,7 +29,7 @@ from monitor.wire import Finish, Hello, Scalars
 log = logging.getLogger(__name__)
 MAIN_METRICS: tuple[tuple[str, bool], ...] = (
     ("val_loss", False), ("loss", False), ("val_accuracy", True), ("accuracy", True),
-    ("epoch_loss", False), ("epoch_accuracy", True),
+    ("epoch_loss", False), ("epoch_accuracy", True), ("epoch_acc", True),
 )  # fmt: skip
 """Candidates for a run's main metric, in order, and whether higher is better.
 

@@ -28,7 +28,7 @@ _ALIASES = {
     "grad-norm": GRADIENT_NORM, "gradients_norm": GRADIENT_NORM,
     "epoch_learning_rate": LEARNING_RATE, "epoch_lr": LEARNING_RATE,  # Keras's TensorBoard callback (import-tb)
 }  # fmt: skip
-_FIRST = ("loss", "accuracy", "acc", "epoch_loss", "epoch_accuracy")
+_FIRST = ("loss", "accuracy", "acc", "epoch_loss", "epoch_accuracy", "epoch_acc")
 _LAST = (LEARNING_RATE, GRADIENT_NORM)
 
 
