@@ -172,7 +172,7 @@ def histogram_builder(hist_name: str, step: int, wall: float, values: Any, bins:
 def _binned(edges: Array, counts: Array) -> tuple[Array, Array]:
     if len(counts) < 1 or len(edges) != len(counts) + 1 or len(counts) > MAX_ARRAY_ELEMENTS - 1:
         raise ValueError(f"edges must have len(counts) + 1 >= 2 entries, got {len(edges)} edges, {len(counts)} counts")
-    if not np.all(np.isfinite(edges)) or not np.all(np.diff(edges) > 0):
+    if not np.all(np.isfinite(edges)) or not np.all(np.diff(edges.astype(np.float64)) > 0):  # uint diffs wrap
         raise ValueError("edges must be finite and strictly increasing")
     if not np.all(np.isfinite(counts)) or np.any(counts < 0):
         raise ValueError("counts must be finite and >= 0")

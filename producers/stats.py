@@ -156,10 +156,25 @@ def _binning(low: float, high: float, bins: int) -> tuple[Array, Callable[[Array
     range that itself overflows float64 gets edges built at half scale.
     """
     if np.isfinite(high - low):
-        edges = np.histogram_bin_edges(np.array([low, high]), bins=bins, range=(low, high))
-        return edges, lambda values: np.histogram(values, bins=bins, range=(low, high))[0]
-    edges = np.linspace(low * 0.5, high * 0.5, bins + 1) * 2.0
+        try:
+            edges = np.histogram_bin_edges(np.array([low, high]), bins=bins, range=(low, high))
+            return edges, lambda values: np.histogram(values, bins=bins, range=(low, high))[0]
+        except ValueError:  # "too many bins for data range": a range a few ulps wide, or a constant past 2**52
+            edges = _widened(low, high, bins)
+    else:
+        edges = np.linspace(low * 0.5, high * 0.5, bins + 1) * 2.0
     return edges, lambda values: np.histogram(values, bins=edges)[0]
+
+
+def _widened(low: float, high: float, bins: int) -> Array:
+    """Equal-width edges centred on [low, high], wide enough that every edge is a distinct float.
+
+    numpy cannot split a range a few ulps wide into ``bins`` (nor widen a
+    constant past 2**52 by its usual 0.5); the frame was dropped before.
+    """
+    centre = low / 2 + high / 2
+    half = max((high - low) / 2, abs(centre) * 2.0**-40)
+    return np.linspace(centre - half, centre + half, bins + 1)
 
 
 def from_counts(edges: Array, counts: Array) -> Summary:

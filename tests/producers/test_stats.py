@@ -125,3 +125,25 @@ def test_sample_rows_is_reproducible_and_capped() -> None:
     np.testing.assert_array_equal(sample_rows(1000, 2, 10), sample_rows(1000, 2, 10))
     assert len(sample_rows(5, 2, 10)) == 5
     assert len(sample_rows(10**6, 1000, 10**6)) == MAX_SAMPLE_ELEMENTS // 1000
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        np.array([1.0, np.nextafter(1.0, 2.0)]),  # a range two ulps wide: numpy cannot make 64 bins of it
+        np.full(5, 1.7e18),  # a constant past 2**52 (nanosecond timestamps): v +- 0.5 is v
+        np.array([1.7e18, 1.7e18 + 512]),
+        np.array([-1e-300, 1e-300]),
+    ],
+)
+def test_ranges_numpy_cannot_split_are_still_summarised_and_sent(values: np.ndarray) -> None:
+    """These raised "too many bins for data range" and the frame, or a whole data summary, was dropped."""
+    summary = summarize(values, 64)
+    assert summary.counts.sum() == len(values) and np.all(np.diff(summary.edges) > 0)
+    assert summary.edges[0] <= values.min() and values.max() <= summary.edges[-1]
+    message = histogram_message("r", 1, summary, name="w", step=0, wall=1.0)
+    assert isinstance(decode(encode(message)), Histogram)  # the server's bin check takes it
+    features = np.stack([values, np.arange(len(values), dtype=np.float64)], axis=1)
+    data = DataInput("train", 0, 1.0, features, ("odd", "index"), None, (), 64, 0)
+    decoded = decode(encode(data_summary_message("r", 2, data)))
+    assert isinstance(decoded, DataSummary) and decoded.counts.sum(axis=1).tolist() == [len(values)] * 2
