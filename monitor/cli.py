@@ -72,7 +72,8 @@ def _parser() -> argparse.ArgumentParser:
         help="import TensorBoard logs (scalars and histograms) as finished runs",
         description="Import every run directory under LOGDIR (each directory with *tfevents* files) as a finished "
         "run: scalars and histograms, written by TensorFlow, Keras or PyTorch's SummaryWriter. Images, audio, text "
-        "and graphs are not imported. Importing the same directory again adds nothing. Needs the tensorboard package.",
+        "and graphs are not imported. Importing the same directory again adds only what was logged since. "
+        "Needs the tensorboard package.",
     )
     tb.add_argument("logdir", help="TensorBoard log directory")
     tb.add_argument("--project", help="project of the imported runs (default: the log directory's name)")
