@@ -285,15 +285,15 @@ def _scalars(run: str, tag: str, steps: Array, wall: Array, values: Array) -> Ca
 
 
 def _histogram(run: str, h: _Hist) -> Callable[[int], Histogram]:
-    total = float(h.counts.sum())
-    centres = (h.edges[:-1] + h.edges[1:]) / 2
-    mean = float((centres * h.counts).sum() / total)  # TF2 keeps no sums: estimated from the bins
-    std = math.sqrt(max(0.0, float((h.counts * (centres - mean) ** 2).sum() / total)))
-    count = round(total)
-    if len(h.counts) == 1 and h.low == h.high:
-        mean, std = h.low, 0.0
-    if h.sums is not None:
+    if h.sums is not None:  # TF1's exact sums
         mean, std, count = h.sums
+    elif len(h.counts) == 1 and h.low == h.high:  # every value the same
+        mean, std, count = h.low, 0.0, round(float(h.counts.sum()))
+    else:  # TF2 keeps no sums: estimated from the bins
+        total = float(h.counts.sum())
+        centres = (h.edges[:-1] + h.edges[1:]) / 2
+        mean = float((centres * h.counts).sum() / total)
+        std, count = math.sqrt(max(0.0, float((h.counts * (centres - mean) ** 2).sum() / total))), round(total)
     return lambda seq: Histogram(run, seq, h.tag, h.step, h.wall, h.edges, h.counts, h.low, h.high, mean, std, count, 0)
 
 

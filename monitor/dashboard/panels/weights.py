@@ -36,7 +36,7 @@ from monitor.wire import Histogram, Scalars
 KEEP = 200
 """Histograms kept per tensor (and drawn when the heatmap is drawn whole)."""
 HEATMAP_COLUMNS = KEEP + KEEP // 4
-"""Heatmap columns: after a whole draw of ``KEEP``, this many less are patched in before the next."""
+"""Heatmap columns: a whole draw fills ``KEEP``; the other ``KEEP // 4`` take live histograms as patches."""
 BAND_ROLLOVER = 2000
 GRID_BINS = 64
 NORM_KEEP = 2000
